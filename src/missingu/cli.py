@@ -1,0 +1,233 @@
+"""``missingu`` command line: one command per pipeline step, explicit paths, one config file.
+
+    missingu prepare-data --config C --dataset D --split train --out data.pt
+    missingu train        --config C --dataset D --model M --out-dir DIR [--data data.pt]
+    missingu sample       --config C --checkpoint DIR/ema.pt --sampler S --out samples.pt [--grid g.png]
+    missingu info         --config C [--dataset D] [--model M]
+
+``--set key.sub=value`` overrides any config key (list entries by name:
+``--set models.unet.preset=tiny``). Errors in the config are reported before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import ConfigError, build, to_dict
+from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset
+from .diffusion import Diffusion, DiffusionConfig
+from .experiment import ExperimentConfig, load_experiment, resolve_device
+from .io import save_grid, save_json, save_torch
+from .models import ARCHITECTURES, build_model, model_from_spec
+from .profiling import count_parameters, measure_call
+from .samplers import sample
+from .train import TrainingDiverged, load_snapshot, train
+
+log = logging.getLogger("missingu")
+
+
+def _setup(args: argparse.Namespace) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if getattr(args, "log", None):
+        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(args.log))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def _experiment(args: argparse.Namespace) -> ExperimentConfig:
+    return load_experiment(args.config, args.set or ())
+
+
+def _train_data(args: argparse.Namespace, cfg: ExperimentConfig) -> ImageSet:
+    if args.data:
+        return load_imageset(args.data)
+    return cfg.dataset(args.dataset).load("train")
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    spec = cfg.dataset(args.dataset)
+    data = spec.load(args.split)
+    save_imageset(data, args.out, dataset=spec.name, split=args.split)
+    log.info("wrote %s: %d images of shape %s", args.out, len(data), data.shape)
+
+
+def run_meta(cfg: ExperimentConfig, dataset: str | None, model: str | None) -> dict:
+    """The plain-data description of a training run, stored in its checkpoints."""
+    data, spec = cfg.dataset(dataset), cfg.model(model)
+    return {
+        "model_name": spec.name, "arch": spec.arch, "model": to_dict(spec.resolve()),
+        "dataset": data.name, "image_shape": [data.channels, data.size, data.size],
+        "diffusion": to_dict(cfg.diffusion), "train": to_dict(cfg.train), "seed": cfg.seed,
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    meta = run_meta(cfg, args.dataset, args.model)
+    c, h, w = meta["image_shape"]
+    model = model_from_spec(cfg.model(args.model), c, h)
+    device = resolve_device(args.device or cfg.device)
+    data = _train_data(args, cfg)
+    if data.shape != (c, h, w):
+        raise ConfigError(f"--data {args.data} holds images of shape {data.shape}, the config wants {(c, h, w)}")
+    out = Path(args.out_dir)
+    save_json({"meta": meta, "config": to_dict(cfg), "version": __version__}, out / "config.json")
+    log.info("training %s (%s, %d parameters) on %s (%d images) on %s for %d steps",
+             meta["model_name"], meta["arch"], count_parameters(model), meta["dataset"], len(data),
+             device, cfg.train.steps)
+    train(model, Diffusion(cfg.diffusion), data.images, cfg.train, out, seed=cfg.seed, device=device,
+          meta=meta, progress=not args.no_progress)
+
+
+def model_from_snapshot(blob: dict) -> torch.nn.Module:
+    """Rebuild the EMA model stored in an inference snapshot."""
+    meta = blob["meta"]
+    arch = ARCHITECTURES[meta["arch"]]
+    config = build(arch.config_cls, meta["model"], "model")
+    c, h, _ = meta["image_shape"]
+    model = build_model(meta["arch"], config, c, h)
+    model.load_state_dict(blob["state_dict"])
+    return model.eval()
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    spec = cfg.sampler(args.sampler)
+    blob = load_snapshot(args.checkpoint)
+    device = resolve_device(args.device or cfg.device)
+    model = model_from_snapshot(blob).to(device)
+    diffusion = Diffusion(build(DiffusionConfig, blob["meta"]["diffusion"], "diffusion"))
+    n = args.num_samples or cfg.sample.num_samples
+    batch = args.batch_size or cfg.sample.batch_size
+    seed = cfg.seed if args.seed is None else args.seed
+    shape = blob["meta"]["image_shape"]
+    chunks, calls, nfe, start = [], 0, 0, time.perf_counter()
+    for first in range(0, n, batch):
+        seeds = [seed * 1_000_003 + k for k in range(first, min(n, first + batch))]
+        out = sample(model, diffusion, spec, shape, seeds, device=device, progress=not args.no_progress)
+        chunks.append(out.images.cpu())
+        calls += out.network_calls
+        nfe += out.network_calls * getattr(model, "nfe", 1)
+        log.info("sampled %d / %d with %s", first + len(seeds), n, spec.name)
+    seconds = time.perf_counter() - start
+    images = torch.cat(chunks)
+    save_torch({"images": images, "sampler": to_dict(spec), "seed": seed, "model": blob["meta"]}, args.out)
+    if args.grid:
+        save_grid(images[: args.grid_size], args.grid)
+    batches = len(chunks)
+    save_json({
+        "sampler": to_dict(spec), "num_samples": n, "batch_size": batch, "seed": seed,
+        "checkpoint": str(args.checkpoint), "model": blob["meta"], "device": str(device),
+        "network_calls_per_batch": calls // batches, "ode_evaluations_per_batch": nfe // batches,
+        "seconds": seconds, "version": __version__,
+    }, Path(args.out).with_suffix(".json"))
+    log.info("wrote %s (%d images, %.1f s)", args.out, n, seconds)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    datasets = [cfg.dataset(args.dataset)] if args.dataset else list(cfg.datasets)
+    models = [cfg.model(args.model)] if args.model else list(cfg.models)
+    rows = []
+    for data in datasets:
+        shape = (data.channels, data.size, data.size)
+        for spec in models:
+            model = model_from_spec(spec, *shape[:2])
+            cost = measure_call(model, shape)
+            rows.append((spec.name, spec.arch, spec.preset, data.name, "x".join(map(str, shape)),
+                         f"{count_parameters(model):,}", f"{cost.flops / 1e9:.3f}", f"{cost.macs / 1e9:.3f}",
+                         str(cost.nfe)))
+    _print_table(("model", "arch", "preset", "dataset", "CxHxW", "parameters", "GFLOPs/call",
+                  "GMACs/call", "NFE/call"), rows)
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for line in (header, ["-" * w for w in widths], *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=Path, help="experiment config (YAML)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--log", type=Path, help="also log to this file")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="missingu", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=f"missingu {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare-data", help="read (download) a dataset split into one file")
+    _common(p)
+    p.add_argument("--dataset", help="dataset entry name (default: the only one)")
+    p.add_argument("--split", choices=("train", "test"), default="train")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(fn=cmd_prepare_data)
+
+    p = sub.add_parser("train", help="train one model on one dataset (resumes from OUT_DIR/resume.pt)")
+    _common(p)
+    p.add_argument("--dataset", help="dataset entry name (default: the only one)")
+    p.add_argument("--model", help="model entry name (default: the only one)")
+    p.add_argument("--data", type=Path, help="prepared dataset file (default: load the dataset)")
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--device", help="override the config's device")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a trained model")
+    _common(p)
+    p.add_argument("--checkpoint", required=True, type=Path, help="ema.pt written by train")
+    p.add_argument("--sampler", help="sampler entry name (default: the only one)")
+    p.add_argument("--out", required=True, type=Path, help="samples (.pt); a .json summary goes beside")
+    p.add_argument("--grid", type=Path, help="also write a PNG grid")
+    p.add_argument("--grid-size", type=int, default=64, help="images in the grid")
+    p.add_argument("--num-samples", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="override the config's device")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("info", help="parameters and FLOPs of the configured models")
+    _common(p)
+    p.add_argument("--dataset", help="only this dataset entry")
+    p.add_argument("--model", help="only this model entry")
+    p.set_defaults(fn=cmd_info)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _setup(args)
+    for key in ("num_samples", "batch_size", "threads", "grid_size"):
+        value = getattr(args, key, None)
+        if value is not None and value <= 0:
+            print(f"missingu: error: --{key.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
+            return 2
+    try:
+        args.fn(args)
+    except (ConfigError, DatasetUnavailable, FileNotFoundError, TrainingDiverged) as err:
+        print(f"missingu: error: {err}", file=sys.stderr)
+        if getattr(args, "log", None):
+            with open(args.log, "a") as fh:
+                fh.write(f"missingu: error: {err}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

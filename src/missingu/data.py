@@ -1,0 +1,252 @@
+"""Image datasets, all delivered the same way: uint8 tensors (N, C, H, W) plus integer labels.
+
+* ``digits`` (embedded default): scikit-learn's 1,797 handwritten 8x8 digits, shipped in the
+  wheel and so available offline; resized (bilinear) to ``image_size`` (default 16).
+  The train/test split is a fixed permutation (seed 0), 80/20.
+* ``mnist`` (28x28, zero-padded to 32x32), ``cifar10`` (32x32), ``celeba`` (aligned
+  faces, centre crop 140, resize 64) and ``lsun_church`` (church_outdoor, resize the
+  short side to 64, centre crop) come from torchvision into ``<root>/<name>/``, downloaded
+  when online. Missing and not downloadable, the error says which files to put where.
+
+Models see ``x = images / 127.5 - 1`` in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .config import ConfigError, choose, positive
+from .io import load_torch, save_torch
+
+Split = Literal["train", "test"]
+
+
+class DatasetUnavailable(RuntimeError):
+    """A dataset's files are missing and could not be downloaded; the message says what to stage."""
+
+
+@dataclass
+class ImageSet:
+    """``images``: uint8 (N, C, H, W); ``labels``: int64 (N,), ``-1`` where a dataset has none."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+def to_model_range(images: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float() / 127.5 - 1
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """float [-1, 1] (clamped) -> uint8 [0, 255]."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def resize(images: Tensor, size: int) -> Tensor:
+    """Bilinear resize of uint8 (N, C, H, W) to ``size`` x ``size`` (antialiased when shrinking)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def _digits(spec: DatasetSpec, split: Split) -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float()[:, None] / 16.0  # values 0..16
+    labels = torch.from_numpy(bunch.target).long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    n_test = round(len(labels) * 0.2)
+    idx = order[n_test:] if split == "train" else order[:n_test]
+    images = (images[idx] * 255).round().to(torch.uint8)
+    return ImageSet(resize(images, spec.size), labels[idx])
+
+
+def _unavailable(name: str, root: Path, err: Exception, files: str) -> DatasetUnavailable:
+    return DatasetUnavailable(
+        f"dataset {name!r} is not in {root} and could not be fetched ({type(err).__name__}: {err}). "
+        f"On a machine with internet it downloads itself into {root}; offline, stage it by hand: {files}"
+    )
+
+
+def _mnist(spec: DatasetSpec, split: Split) -> ImageSet:
+    from torchvision.datasets import MNIST
+
+    root = spec.folder
+    try:
+        ds = MNIST(root, train=split == "train", download=spec.download)
+    except Exception as err:  # noqa: BLE001 - torchvision raises RuntimeError or URLError
+        raise _unavailable(
+            "mnist", root, err,
+            f"put train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz) "
+            f"and t10k-labels-idx1-ubyte(.gz) from https://ossci-datasets.s3.amazonaws.com/mnist/ "
+            f"into {root}/MNIST/raw/",
+        ) from err
+    images = F.pad(ds.data[:, None], (2, 2, 2, 2))  # 28 -> 32
+    return ImageSet(resize(images, spec.size), ds.targets.long())
+
+
+def _cifar10(spec: DatasetSpec, split: Split) -> ImageSet:
+    from torchvision.datasets import CIFAR10
+
+    root = spec.folder
+    try:
+        ds = CIFAR10(root, train=split == "train", download=spec.download)
+    except Exception as err:  # noqa: BLE001
+        raise _unavailable(
+            "cifar10", root, err,
+            f"put cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
+            f"into {root}/ (or its extracted folder cifar-10-batches-py/)",
+        ) from err
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(resize(images, spec.size), torch.tensor(ds.targets, dtype=torch.long))
+
+
+def _pil_to_set(ds: torch.utils.data.Dataset, name: str) -> ImageSet:
+    """Decode a dataset of (PIL image -> uint8 tensor, target) pairs with a progress bar."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=0, collate_fn=lambda b: b)
+    images = []
+    for batch in tqdm(loader, desc=f"decode {name}", unit="batch"):
+        images.extend(img for img, _ in batch)
+    return ImageSet(torch.stack(images), torch.full((len(images),), -1, dtype=torch.long))
+
+
+def _celeba(spec: DatasetSpec, split: Split) -> ImageSet:
+    from torchvision import transforms
+    from torchvision.datasets import CelebA
+
+    root = spec.folder
+    tf = transforms.Compose([
+        transforms.CenterCrop(140), transforms.Resize(spec.size, antialias=True), transforms.PILToTensor(),
+    ])
+    try:
+        ds = CelebA(root, split="train" if split == "train" else "test", target_type=[], transform=tf,
+                    download=spec.download)
+    except Exception as err:  # noqa: BLE001
+        raise _unavailable(
+            "celeba", root, err,
+            f"put img_align_celeba/ (unzipped img_align_celeba.zip), list_eval_partition.txt, "
+            f"list_attr_celeba.txt, identity_CelebA.txt, list_bbox_celeba.txt and "
+            f"list_landmarks_align_celeba.txt from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html "
+            f"into {root}/celeba/",
+        ) from err
+    return _pil_to_set(ds, "celeba")
+
+
+def _lsun_church(spec: DatasetSpec, split: Split) -> ImageSet:
+    from torchvision import transforms
+    from torchvision.datasets import LSUN
+
+    root = spec.folder
+    category = "church_outdoor_train" if split == "train" else "church_outdoor_val"
+    tf = transforms.Compose([
+        transforms.Resize(spec.size, antialias=True), transforms.CenterCrop(spec.size), transforms.PILToTensor(),
+    ])
+    try:
+        ds = LSUN(str(root), classes=[category], transform=tf)
+    except Exception as err:  # noqa: BLE001 - missing lmdb package or folder
+        raise _unavailable(
+            "lsun_church", root, err,
+            f"torchvision cannot download LSUN: get {category}_lmdb.zip with the LSUN download script "
+            f"(https://github.com/fyu/lsun, `python download.py -c church_outdoor`), unzip it to "
+            f"{root}/{category}_lmdb/ and `pip install lmdb`",
+        ) from err
+    return _pil_to_set(ds, "lsun_church")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset loader with its image channels and native size."""
+
+    load: Callable[[DatasetSpec, Split], ImageSet]
+    channels: int
+    default_size: int
+
+
+SOURCES: dict[str, DataSource] = {
+    "digits": DataSource(_digits, 1, 16),
+    "mnist": DataSource(_mnist, 1, 32),
+    "cifar10": DataSource(_cifar10, 3, 32),
+    "celeba": DataSource(_celeba, 3, 64),
+    "lsun_church": DataSource(_lsun_church, 3, 64),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset entry of a config. ``source`` is the loader (defaults to ``name``);
+    ``image_size`` defaults to the source's native size; downloads go to ``<root>/<name>``;
+    ``max_images`` keeps the first images of a split (quick experiments)."""
+
+    name: str
+    source: str | None = None
+    image_size: int | None = None
+    root: str = "resources"
+    download: bool = True
+    max_images: int | None = None
+
+    def __post_init__(self) -> None:
+        choose(SOURCES, self.source_name, "dataset", "source" if self.source else "name")
+        if self.image_size is not None:
+            positive(self.image_size, "image_size")
+        if self.max_images is not None:
+            positive(self.max_images, "max_images")
+
+    @property
+    def source_name(self) -> str:
+        return self.source or self.name
+
+    @property
+    def channels(self) -> int:
+        return SOURCES[self.source_name].channels
+
+    @property
+    def size(self) -> int:
+        return self.image_size or SOURCES[self.source_name].default_size
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root) / self.source_name
+
+    def load(self, split: Split = "train") -> ImageSet:
+        """Read (and if allowed download) one split."""
+        if split not in ("train", "test"):
+            raise ConfigError(f"split: unknown {split!r}; allowed: test, train")
+        data = SOURCES[self.source_name].load(self, split)
+        if self.max_images is not None:
+            data = ImageSet(data.images[: self.max_images], data.labels[: self.max_images])
+        return data
+
+
+def save_imageset(data: ImageSet, path: str | Path, **meta: object) -> None:
+    """Store a split as one file (atomic), with metadata such as the dataset name."""
+    save_torch({"images": data.images, "labels": data.labels, **meta}, path)
+
+
+def load_imageset(path: str | Path) -> ImageSet:
+    """Read a file written by :func:`save_imageset`; a bad file raises naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prepared dataset {path} does not exist (run `missingu prepare-data`)")
+    blob = load_torch(path)
+    if not isinstance(blob, dict) or "images" not in blob or blob["images"].dtype != torch.uint8:
+        raise ValueError(f"{path} is not a prepared dataset (expected uint8 'images' and 'labels')")
+    return ImageSet(blob["images"], blob["labels"])
+

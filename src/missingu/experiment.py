@@ -1,0 +1,112 @@
+"""The experiment config: one YAML file for the CLI and the pipeline alike.
+
+Datasets, models and samplers are lists of named entries; a command picks one entry of
+each by name (or the only one). See ``config/README.md`` for every key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from .config import ConfigError, apply_overrides, build, load_yaml, positive
+from .data import DatasetSpec
+from .diffusion import DiffusionConfig
+from .models import ModelSpec, check_image_size
+from .samplers import SamplerSpec
+from .train import TrainConfig
+
+E = TypeVar("E", DatasetSpec, ModelSpec, SamplerSpec)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How many images ``missingu sample`` draws per (model, sampler), and in what batches."""
+
+    num_samples: int = 64
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        positive(self.num_samples, "num_samples")
+        positive(self.batch_size, "batch_size")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one experiment needs; lists hold named entries."""
+
+    datasets: tuple[DatasetSpec, ...]
+    models: tuple[ModelSpec, ...]
+    samplers: tuple[SamplerSpec, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("datasets", "models", "samplers"):
+            names = [e.name for e in getattr(self, key)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ConfigError(f"{key}: names must be unique; {dupes[0]!r} appears twice")
+        if not self.datasets:
+            raise ConfigError("datasets: needs at least one entry")
+        if not self.models:
+            raise ConfigError("models: needs at least one entry")
+        resolve_device(self.device, check_available=False)
+        for data in self.datasets:
+            for model in self.models:
+                try:
+                    check_image_size(model.resolve(), data.size)
+                except ConfigError as err:
+                    raise ConfigError(f"datasets.{data.name}.{err} (model {model.name!r})") from None
+
+    def dataset(self, name: str | None = None) -> DatasetSpec:
+        return _pick(self.datasets, name, "datasets")
+
+    def model(self, name: str | None = None) -> ModelSpec:
+        return _pick(self.models, name, "models")
+
+    def sampler(self, name: str | None = None) -> SamplerSpec:
+        return _pick(self.samplers, name, "samplers")
+
+
+def _pick(entries: Sequence[E], name: str | None, key: str) -> E:
+    names = [e.name for e in entries]
+    if name is None:
+        if len(entries) == 1:
+            return entries[0]
+        raise ConfigError(f"{key}: the config has several entries ({', '.join(names)}); name one")
+    for entry in entries:
+        if entry.name == name:
+            return entry
+    raise ConfigError(f"{key}: no entry named {name!r}; allowed: {', '.join(names) or '(none)'}")
+
+
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read, override (``key.sub=value``) and validate an experiment config file."""
+    data = apply_overrides(load_yaml(path), overrides)
+    return parse_experiment(data)
+
+
+def parse_experiment(data: dict[str, Any]) -> ExperimentConfig:
+    """Validate plain config data (as read from YAML)."""
+    return build(ExperimentConfig, data, "")
+
+
+def resolve_device(name: str, check_available: bool = True) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; otherwise a torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device: unknown {name!r}; allowed: auto, cpu, cuda, cuda:N, mps") from None
+    if check_available and device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but this torch sees no CUDA device; use auto or cpu")
+    return device

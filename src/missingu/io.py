@@ -1,0 +1,67 @@
+"""Atomic file output: everything is written to a temporary file beside the target, then renamed."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import Tensor
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file in ``path``'s folder; on success rename it to ``path``.
+
+    A crash mid-write leaves the previous ``path`` (or none) intact, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | Path, writer: Callable[[IO[bytes]], None]) -> None:
+    """Call ``writer(binary_file)`` and move the result to ``path`` atomically."""
+    with atomic_open(path, "wb") as fh:
+        writer(fh)
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    """``torch.save`` atomically."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``: plain data and tensors only, no code."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_json(obj: Any, path: str | Path) -> None:
+    """Write pretty JSON atomically."""
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> None:
+    """Save images in ``[-1, 1]`` (N, C, H, W) as one PNG grid, atomically."""
+    from torchvision.utils import save_image
+
+    n = images.shape[0]
+    nrow = nrow or max(1, int(n**0.5))
+    grid_input = (images.float().clamp(-1, 1) + 1) / 2
+    atomic_write(path, lambda fh: save_image(grid_input, fh, nrow=nrow, padding=1, format="png"))

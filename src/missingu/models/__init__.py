@@ -1,0 +1,108 @@
+"""Model registry: architectures by name, presets by name, one ``build_model``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..config import ConfigError, build, choose
+from .cunet import CUNet, CUNetConfig
+from .unet import UNet, UNetConfig
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A denoiser family: its config dataclass, its module class and named option presets."""
+
+    config_cls: type
+    module_cls: type[nn.Module]
+    presets: Mapping[str, Mapping[str, Any]]
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "unet": Architecture(
+        UNetConfig,
+        UNet,
+        {
+            # denoising-diffusion-pytorch 1.8.3 Unet(dim=64, dim_mults=(1, 2, 4, 8))
+            "paper": {},
+            # embedded default: 16x16 digits on a CPU
+            "digits": {"dim": 16, "dim_mults": (1, 2, 4), "attention": ("none", "none", "full")},
+            # unit tests
+            "tiny": {
+                "dim": 8, "dim_mults": (1, 2), "attention": ("none", "full"),
+                "attn_heads": 2, "attn_dim_head": 4, "groups": 4,
+            },
+        },
+    ),
+    "cunet": Architecture(
+        CUNetConfig,
+        CUNet,
+        {
+            # widths and attention of the authors' draft code (64x64x3 input)
+            "paper": {},
+            "digits": {"channels": (16, 32, 64), "attention": ("none", "none", "full")},
+            "tiny": {
+                "channels": (16, 16), "attention": ("none", "full"),
+                "attn_heads": 2, "attn_dim_head": 4, "groups": 4,
+            },
+        },
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model entry of a config: a unique ``name``, an ``arch``, a ``preset`` and
+    ``options`` overriding the preset's keys."""
+
+    name: str
+    arch: str
+    preset: str = "paper"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        arch = choose(ARCHITECTURES, self.arch, "architecture", "arch")
+        choose(arch.presets, self.preset, f"{self.arch} preset", "preset")
+        self.resolve()
+
+    def resolve(self) -> UNetConfig | CUNetConfig:
+        """The architecture config: preset values, then ``options`` on top, validated."""
+        arch = ARCHITECTURES[self.arch]
+        return build(arch.config_cls, {**arch.presets[self.preset], **self.options}, "options")
+
+
+def check_image_size(config: UNetConfig | CUNetConfig, image_size: int) -> None:
+    """The U-Nets halve the image ``downsamplings`` times; the size must allow it exactly."""
+    factor = 2**config.downsamplings
+    if image_size < factor or image_size % factor:
+        raise ConfigError(
+            f"image_size: {image_size} cannot be halved {config.downsamplings} times by this model "
+            f"({config.downsamplings + 1} levels); use a multiple of {factor}, e.g. "
+            f"{max(factor, (image_size + factor - 1) // factor * factor)}"
+        )
+
+
+def build_model(
+    arch: str, config: UNetConfig | CUNetConfig, channels: int, image_size: int
+) -> nn.Module:
+    """Instantiate architecture ``arch`` for ``channels`` x ``image_size`` x ``image_size`` images."""
+    entry = choose(ARCHITECTURES, arch, "architecture", "arch")
+    if not isinstance(config, entry.config_cls):
+        raise TypeError(f"{arch} needs a {entry.config_cls.__name__}, got {type(config).__name__}")
+    check_image_size(config, image_size)
+    return entry.module_cls(config, channels=channels)
+
+
+def model_from_spec(spec: ModelSpec, channels: int, image_size: int) -> nn.Module:
+    """Build the model a config entry describes."""
+    return build_model(spec.arch, spec.resolve(), channels, image_size)
+
+
+__all__ = [
+    "ARCHITECTURES", "CUNet", "CUNetConfig", "ModelSpec", "UNet", "UNetConfig",
+    "build_model", "check_image_size", "model_from_spec",
+]

@@ -1,0 +1,257 @@
+"""Reverse-process samplers with one shared signature.
+
+``sample_<kind>(denoiser, diffusion, x_T, *, noise, callback, progress, **options) -> x_0``
+
+``denoiser(x_t, t)`` is the trained network (eps or v output, per ``diffusion.config``);
+``noise`` supplies the per-sample random streams of stochastic samplers, so a sample does
+not depend on the batch it was drawn in. ``callback`` receives a dict with ``step``, ``t``,
+``x`` and ``x0`` (the current clean-image estimate) after every network evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torchdiffeq import odeint
+from tqdm.auto import tqdm
+
+from .config import ConfigError, choose, in_range, positive
+from .diffusion import Denoiser, Diffusion
+from .models.ode_block import EVALS_PER_STEP, FIXED_STEP_SOLVERS, SOLVERS
+
+Callback = Callable[[dict[str, Any]], None] | None
+
+
+class SampleNoise:
+    """Independent Gaussian streams, one per sample: sample ``k`` draws from a generator
+    seeded with ``seeds[k]``, whatever batch it sits in."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+
+    def randn(self, shape: Sequence[int]) -> Tensor:
+        """A ``(len(seeds), *shape)`` standard normal tensor."""
+        return torch.stack(
+            [torch.randn(tuple(shape), generator=g, device=self.device) for g in self.generators]
+        )
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        return self.randn(x.shape[1:]).to(x.dtype)
+
+
+def _steps(value: int, x: Tensor) -> Tensor:
+    return torch.full((x.shape[0],), value, device=x.device, dtype=torch.long)
+
+
+def sample_ddpm(
+    denoiser: Denoiser,
+    diffusion: Diffusion,
+    x: Tensor,
+    *,
+    noise: SampleNoise,
+    callback: Callback = None,
+    progress: bool = False,
+    clip_denoised: bool = True,
+) -> Tensor:
+    """Ancestral sampling over all T steps, Ho et al. 2020 Alg. 2 (variance = posterior beta-tilde)."""
+    d = diffusion.to(x.device)
+    for i in tqdm(range(d.timesteps - 1, -1, -1), desc="ddpm", disable=not progress, leave=False):
+        t = _steps(i, x)
+        _, x0 = d.eps_x0(denoiser(x, t), x, t, clip=clip_denoised)
+        mean = d.posterior_c0[i] * x0 + d.posterior_ct[i] * x
+        x = mean + d.posterior_var[i].sqrt() * noise.randn_like(x) if i > 0 else mean
+        if callback is not None:
+            callback({"step": d.timesteps - 1 - i, "t": i, "x": x, "x0": x0})
+    return x
+
+
+def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
+    """``steps`` step indices from ``T-1`` down to ``0``, evenly spaced (Song et al. 2021, 'linear')."""
+    return sorted({round(v) for v in torch.linspace(0, timesteps - 1, steps).tolist()}, reverse=True)
+
+
+def sample_ddim(
+    denoiser: Denoiser,
+    diffusion: Diffusion,
+    x: Tensor,
+    *,
+    noise: SampleNoise,
+    callback: Callback = None,
+    progress: bool = False,
+    steps: int = 50,
+    eta: float = 0.0,
+    clip_denoised: bool = True,
+) -> Tensor:
+    """DDIM, Song et al. 2021 Eq. 12: ``x_prev = sqrt(ab') x0 + sqrt(1 - ab' - s^2) eps + s z``,
+    ``s = eta sqrt((1-ab')/(1-ab)) sqrt(1 - ab/ab')``; the last step goes to ``ab' = 1``."""
+    d = diffusion.to(x.device)
+    times = ddim_timesteps(d.timesteps, min(steps, d.timesteps))
+    for k, i in enumerate(tqdm(times, desc=f"ddim{steps}", disable=not progress, leave=False)):
+        t = _steps(i, x)
+        eps, x0 = d.eps_x0(denoiser(x, t), x, t, clip=clip_denoised)
+        ab = d.alpha_bar[i]
+        ab_prev = d.alpha_bar[times[k + 1]] if k + 1 < len(times) else torch.ones_like(ab)
+        sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+        x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+        if eta > 0 and k + 1 < len(times):
+            x = x + sigma * noise.randn_like(x)
+        if callback is not None:
+            callback({"step": k, "t": i, "x": x, "x0": x0})
+    return x
+
+
+def sample_pf_ode(
+    denoiser: Denoiser,
+    diffusion: Diffusion,
+    x: Tensor,
+    *,
+    noise: SampleNoise,
+    callback: Callback = None,
+    progress: bool = False,
+    method: str = "dopri5",
+    steps: int = 50,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> Tensor:
+    """Probability-flow ODE (Song et al. 2021, score SDE), solved with torchdiffeq.
+
+    With ``sigma = sqrt((1 - ab)/ab)`` and ``u = log sigma`` the PF-ODE of the (variance
+    preserving) DDPM reads ``dx/du = sqrt(1 - ab) eps(x, t(u)) - (1 - ab) x`` with ``ab = 1/(1 + sigma^2)``
+    (the DDIM ODE, Song et al. 2021 Eq. 14, in x-space). It is integrated from step ``T-1``
+    to step ``0`` (``t(u)`` interpolates ``log alpha_bar`` between steps), then ``x0`` is
+    predicted once more at step 0. Fixed-step methods take ``steps`` uniform steps in ``u``.
+    """
+    d = diffusion.to(x.device)
+    t_grid = torch.arange(d.timesteps, dtype=torch.float64, device=x.device)
+    ab = d.alpha_bar_at(t_grid.float()).double()
+    log_sigma = 0.5 * ((1 - ab) / ab).log()  # increasing in t
+    u_start, u_end = log_sigma[-1].item(), log_sigma[0].item()
+    bar = tqdm(desc=f"pf_ode/{method}", disable=not progress, leave=False, unit="nfe")
+    nfe = 0
+
+    def t_of_u(u: Tensor) -> Tensor:
+        """Fractional step index with ``log sigma(t) = u`` (linear interpolation)."""
+        hi = torch.searchsorted(log_sigma, u.double().reshape(1)).clamp(1, d.timesteps - 1)
+        lo = hi - 1
+        frac = (u - log_sigma[lo]) / (log_sigma[hi] - log_sigma[lo])
+        return (lo + frac.clamp(0, 1)).float()
+
+    def field(u: Tensor, x_u: Tensor) -> Tensor:
+        nonlocal nfe
+        t = t_of_u(u).expand(x_u.shape[0])
+        eps, x0 = d.eps_x0(denoiser(x_u, t), x_u, t)
+        one_minus_ab = torch.sigmoid(2 * u)  # sigma^2 / (1 + sigma^2)
+        nfe += 1
+        bar.update()
+        if callback is not None:
+            callback({"step": nfe - 1, "t": t[0].item(), "x": x_u, "x0": x0})
+        return one_minus_ab.sqrt() * eps - one_minus_ab * x_u
+
+    if method in FIXED_STEP_SOLVERS:
+        grid = torch.linspace(u_start, u_end, steps + 1, device=x.device)
+        x = odeint(field, x, grid, method=method)[-1]
+    else:
+        grid = torch.tensor([u_start, u_end], device=x.device)
+        x = odeint(field, x, grid, method=method, rtol=rtol, atol=atol)[-1]
+    t0 = torch.zeros(x.shape[0], device=x.device)
+    _, x0 = d.eps_x0(denoiser(x, t0), x, t0)
+    bar.close()
+    return x0
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "pf_ode": sample_pf_ode,
+}
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler entry of a config. ``kind`` picks the algorithm; ``steps`` is the number of
+    DDIM steps or of fixed PF-ODE solver steps; ``method``/``rtol``/``atol`` set the PF-ODE solver."""
+
+    name: str
+    kind: Literal["ddpm", "ddim", "pf_ode"]
+    steps: int = 50
+    eta: float = 0.0
+    clip_denoised: bool = True
+    method: str = "dopri5"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        choose(SAMPLERS, self.kind, "sampler", "kind")
+        positive(self.steps, "steps")
+        in_range(self.eta, 0.0, 1.0, "eta")
+        choose(SOLVERS, self.method, "ODE solver", "method")
+        positive(self.rtol, "rtol")
+        positive(self.atol, "atol")
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options of the sampler function for this kind."""
+        if self.kind == "ddpm":
+            return {"clip_denoised": self.clip_denoised}
+        if self.kind == "ddim":
+            return {"steps": self.steps, "eta": self.eta, "clip_denoised": self.clip_denoised}
+        return {"method": self.method, "steps": self.steps, "rtol": self.rtol, "atol": self.atol}
+
+
+@dataclass
+class SampleOutput:
+    """Samples in model range ``[-1, 1]`` (not clamped) and the number of network calls."""
+
+    images: Tensor
+    network_calls: int
+
+
+def sample(
+    denoiser: Denoiser,
+    diffusion: Diffusion,
+    spec: SamplerSpec,
+    shape: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    device: torch.device | str = "cpu",
+    callback: Callback = None,
+    progress: bool = False,
+) -> SampleOutput:
+    """Draw ``len(seeds)`` samples of ``shape`` (C, H, W) with sampler ``spec``; ``x_T`` and all
+    later noise of sample ``k`` come from seed ``seeds[k]``."""
+    if len(seeds) == 0:
+        raise ConfigError("num_samples: must be positive")
+    calls = 0
+
+    def counted(x: Tensor, t: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        return denoiser(x, t)
+
+    noise = SampleNoise(seeds, device)
+    x_T = noise.randn(shape)
+    fn = SAMPLERS[spec.kind]
+    with torch.no_grad():
+        images = fn(counted, diffusion, x_T, noise=noise, callback=callback, progress=progress, **spec.options())
+    return SampleOutput(images, calls)
+
+
+def expected_calls(spec: SamplerSpec, timesteps: int) -> int | None:
+    """Network calls a sampler makes (``None`` for adaptive ODE solvers)."""
+    if spec.kind == "ddpm":
+        return timesteps
+    if spec.kind == "ddim":
+        return len(ddim_timesteps(timesteps, min(spec.steps, timesteps)))
+    if spec.method in FIXED_STEP_SOLVERS:
+        return EVALS_PER_STEP[spec.method] * spec.steps + 1
+    return None
+
+
+__all__ = [
+    "SAMPLERS", "SampleNoise", "SampleOutput", "SamplerSpec", "ddim_timesteps", "expected_calls",
+    "sample", "sample_ddim", "sample_ddpm", "sample_pf_ode",
+]

@@ -1,0 +1,277 @@
+"""Training loop: AdamW, EMA, mixed precision on CUDA, gradient clipping, atomic checkpoints,
+exact resume, progress bar and a CSV loss log.
+
+Randomness is a function of ``(seed, step)`` alone: step ``k`` draws its batch indices,
+flips, diffusion steps and noise from a generator seeded with ``seed`` and ``k``. A run
+resumed from the checkpoint of step ``k`` therefore continues exactly as an unbroken run.
+
+Files in ``out_dir``: ``resume.pt`` (full state: model, EMA, optimizer, step, loss
+history), ``loss.csv`` (step, loss, grad_norm, lr, seconds), and at the end ``ema.pt``
+(the inference snapshot: EMA weights and the metadata needed to rebuild the model).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import ConfigError, in_range, positive
+from .data import to_model_range
+from .diffusion import Diffusion
+from .io import atomic_open, load_torch, save_torch
+
+log = logging.getLogger(__name__)
+
+RESUME_FILE = "resume.pt"
+EMA_FILE = "ema.pt"
+LOSS_FILE = "loss.csv"
+LOSS_COLUMNS = ("step", "loss", "grad_norm", "lr", "seconds")
+SNAPSHOT_FORMAT = "missingu.ema/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. ``grad_clip: null`` disables clipping; ``amp`` applies on CUDA only."""
+
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    amp: bool = True
+    hflip: bool = False
+    checkpoint_every: int = 500
+    log_every: int = 25
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "lr", "checkpoint_every", "log_every"):
+            positive(getattr(self, key), key)
+        for i, b in enumerate(self.betas):
+            in_range(b, 0.0, 0.999999, f"betas[{i}]")
+        in_range(self.ema_decay, 0.0, 1.0, "ema_decay")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay: must be zero or positive, got {self.weight_decay}")
+        if self.grad_clip is not None:
+            positive(self.grad_clip, "grad_clip")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step and the last checkpoint."""
+
+
+class EMA:
+    """Exponential moving average of weights, ``e <- d e + (1 - d) w`` with warm-up
+    ``d = min(decay, (1 + k) / (10 + k))`` at step ``k``; buffers are copied."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        ema_params = list(self.model.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator that supplies all randomness of training step ``step``."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+
+
+def draw_batch(
+    images: Tensor, diffusion: Diffusion, batch_size: int, hflip: bool, g: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x0, t, noise)`` for one step: uniform images (with replacement), optional flips,
+    uniform steps, standard normal noise; all from ``g``."""
+    idx = torch.randint(0, images.shape[0], (batch_size,), generator=g)
+    x0 = to_model_range(images[idx])
+    if hflip:
+        flip = torch.rand(batch_size, generator=g) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    t = diffusion.sample_timesteps(batch_size, g)
+    noise = torch.randn(x0.shape, generator=g)
+    return x0, t, noise
+
+
+@dataclass
+class TrainResult:
+    """Where a run ended and what it wrote."""
+
+    step: int
+    final_loss: float
+    snapshot: Path
+    resumed_from: int
+
+
+def _compare_meta(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
+    for key in sorted(set(saved) | set(current)):
+        if key == "train":
+            a = {k: v for k, v in saved.get(key, {}).items() if k != "steps"}
+            b = {k: v for k, v in current.get(key, {}).items() if k != "steps"}
+        else:
+            a, b = saved.get(key), current.get(key)
+        if a != b:
+            raise ConfigError(
+                f"{path} was written by a different configuration ({key}: {a!r} there, {b!r} now); "
+                f"delete it to start over or use another output folder"
+            )
+
+
+def _write_loss_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    with atomic_open(path, "w") as fh:
+        writer = csv.DictWriter(fh, fieldnames=LOSS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(
+    model: nn.Module,
+    diffusion: Diffusion,
+    images: Tensor,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    meta: Mapping[str, Any] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` to denoise ``images`` (uint8, N x C x H x W) for ``config.steps`` steps.
+
+    Resumes from ``out_dir/resume.pt`` when present (its ``meta`` must match, ``train.steps``
+    aside). ``meta`` (plain data: architecture, model and diffusion config, dataset) goes
+    into every checkpoint. ``on_step(step, loss)`` is called after each optimizer step.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    meta = dict(meta or {})
+    resume_path, loss_path = out_dir / RESUME_FILE, out_dir / LOSS_FILE
+    diffusion = diffusion.to(device)
+    model.to(device).train()
+    ema = EMA(model, config.ema_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start, history, elapsed, window = 0, [], 0.0, [0.0, 0]
+    last_saved: int | None = None
+    if resume_path.exists():
+        state = load_torch(resume_path, map_location=device)
+        _compare_meta(state["meta"], meta, resume_path)
+        model.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start, history, elapsed = state["step"], list(state["history"]), state["elapsed"]
+        window, last_saved = list(state["window"]), start
+        log.info("resuming %s from step %d of %d", out_dir, start, config.steps)
+    _write_loss_csv(loss_path, history)
+
+    def checkpoint(step: int) -> None:
+        save_torch(
+            {
+                "step": step, "model": model.state_dict(), "ema": ema.model.state_dict(),
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                "elapsed": elapsed, "window": window, "meta": meta, "version": __version__,
+            },
+            resume_path,
+        )
+
+    images = images.cpu()
+    loss_value = math.nan
+    t_run = time.perf_counter() - elapsed
+    bar = tqdm(total=config.steps, initial=start, desc=f"train {out_dir.name}", unit="step",
+               disable=not progress, mininterval=2.0)
+    with open(loss_path, "a", newline="") as log_fh:
+        writer = csv.DictWriter(log_fh, fieldnames=LOSS_COLUMNS)
+        for step in range(start, config.steps):
+            g = step_generator(seed, step)
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # dropout etc.
+            x0, t, noise = (v.to(device, non_blocking=True) for v in draw_batch(
+                images, diffusion, config.batch_size, config.hflip, g))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = diffusion.loss(model, x0, t, noise)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                kept = (f"the checkpoint of step {last_saved} in {resume_path} is intact"
+                        if last_saved is not None else "no checkpoint had been written yet")
+                raise TrainingDiverged(
+                    f"training loss became {loss_value} at step {step + 1}; stopped without saving "
+                    f"({kept}). Lower train.lr, keep train.grad_clip on, or check the data."
+                )
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            max_norm = config.grad_clip if config.grad_clip is not None else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
+            scaler.step(opt)
+            scaler.update()
+            ema.update(model, step)
+            window[0] += loss_value
+            window[1] += 1
+            done = step + 1
+            elapsed = time.perf_counter() - t_run
+            if done % config.log_every == 0 or done == config.steps:
+                row = {"step": done, "loss": window[0] / window[1], "grad_norm": grad_norm,
+                       "lr": config.lr, "seconds": round(elapsed, 3)}
+                history.append(row)
+                writer.writerow(row)
+                log_fh.flush()
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                log.info("step %d loss %.5f grad_norm %.3f", done, row["loss"], grad_norm)
+                window = [0.0, 0]
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                checkpoint(done)
+                last_saved = done
+            bar.update()
+            if on_step is not None:
+                on_step(done, loss_value)
+    bar.close()
+    final_step = max(start, config.steps)
+    snapshot = out_dir / EMA_FILE
+    save_snapshot(ema.model, meta, final_step, snapshot)
+    log.info("wrote %s (step %d)", snapshot, final_step)
+    return TrainResult(final_step, loss_value, snapshot, start)
+
+
+def save_snapshot(model: nn.Module, meta: Mapping[str, Any], step: int, path: str | Path) -> None:
+    """Write the inference snapshot: weights plus the metadata needed to rebuild the model."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_torch(
+        {"format": SNAPSHOT_FORMAT, "step": step, "meta": dict(meta), "state_dict": state,
+         "version": __version__},
+        path,
+    )
+
+
+def load_snapshot(path: str | Path) -> dict[str, Any]:
+    """Read an inference snapshot written by :func:`save_snapshot`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (train first: `missingu train`)")
+    blob = load_torch(path)
+    if not isinstance(blob, dict) or blob.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError(f"{path} is not a missingu inference snapshot ({SNAPSHOT_FORMAT})")
+    return blob

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny configs that train and sample in seconds on a CPU."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY = {
+    "seed": 0,
+    "device": "cpu",
+    "diffusion": {"schedule": "linear", "timesteps": 50},
+    "datasets": [{"name": "digits", "image_size": 8, "max_images": 256}],
+    "models": [
+        {"name": "unet", "arch": "unet", "preset": "tiny"},
+        {"name": "cunet", "arch": "cunet", "preset": "tiny"},
+    ],
+    "train": {"steps": 6, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 3, "log_every": 2},
+    "samplers": [
+        {"name": "ddpm", "kind": "ddpm"},
+        {"name": "ddim", "kind": "ddim", "steps": 5},
+        {"name": "pf_ode", "kind": "pf_ode", "method": "rk4", "steps": 3},
+    ],
+    "sample": {"num_samples": 4, "batch_size": 4},
+}
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    """A fresh copy of the tiny experiment config as plain data."""
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path: Path, tiny_config: dict) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    return path

@@ -1,0 +1,132 @@
+"""Training: exact resume after a hard kill, NaN detection, logs, EMA and config checks."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from missingu.config import ConfigError
+from missingu.diffusion import Diffusion, DiffusionConfig
+from missingu.experiment import parse_experiment
+from missingu.io import load_torch
+from missingu.models import model_from_spec
+from missingu.train import EMA, TrainConfig, TrainingDiverged, load_snapshot, train
+
+N = 4  # checkpoint interval; full runs take 2N steps
+
+
+def _setup(tiny_config: dict, arch: str = "cunet"):
+    cfg = parse_experiment(tiny_config)
+    torch.manual_seed(0)
+    model = model_from_spec(cfg.model(arch), 1, 8)
+    images = cfg.dataset().load("train").images
+    return model, Diffusion(cfg.diffusion), images
+
+
+def _state(path: Path) -> dict:
+    return load_torch(path)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    sys.path.insert(0, {tests!r})
+    torch.set_num_threads(1)
+    from conftest import TINY
+    from test_train import _setup, N
+    from missingu.train import TrainConfig, train
+    model, diffusion, images = _setup(TINY)
+    def die(step, loss):
+        if step == N + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    train(model, diffusion, images, TrainConfig(steps=2 * N, batch_size=8, lr=1e-3, checkpoint_every=N,
+          log_every=1), {out!r}, seed=3, meta={{"run": "x"}}, on_step=die, progress=False)
+    """
+)
+
+
+def test_resume_after_kill_is_exact(tmp_path, tiny_config):
+    torch.set_num_threads(1)
+    tcfg = TrainConfig(steps=2 * N, batch_size=8, lr=1e-3, checkpoint_every=N, log_every=1)
+    model, diffusion, images = _setup(tiny_config)
+    train(model, diffusion, images, tcfg, tmp_path / "whole", seed=3, meta={"run": "x"}, progress=False)
+
+    killed = tmp_path / "killed"
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), out=str(killed))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert _state(killed / "resume.pt")["step"] == N
+    assert not (killed / "ema.pt").exists()
+    rows = list(csv.DictReader(open(killed / "loss.csv")))
+    assert len(rows) == N + 1  # the row of step N+1 was logged before the kill
+
+    model, diffusion, images = _setup(tiny_config)
+    result = train(model, diffusion, images, tcfg, killed, seed=3, meta={"run": "x"}, progress=False)
+    assert result.resumed_from == N
+    whole, resumed = _state(tmp_path / "whole" / "resume.pt"), _state(killed / "resume.pt")
+    for key in ("model", "ema"):
+        for name, tensor in whole[key].items():
+            assert torch.equal(tensor, resumed[key][name]), f"{key}.{name} differs"
+    assert whole["history"] == [
+        {**row, "seconds": whole["history"][i]["seconds"]} for i, row in enumerate(resumed["history"])
+    ]
+    rows = list(csv.DictReader(open(killed / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 2 * N + 1))  # no duplicate rows
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, tiny_config):
+    model, diffusion, images = _setup(tiny_config)
+    tcfg = TrainConfig(steps=2, batch_size=4, checkpoint_every=2)
+    train(model, diffusion, images, tcfg, tmp_path, meta={"model": {"channels": [16, 16]}}, progress=False)
+    with pytest.raises(ConfigError, match=r"resume.pt was written by a different configuration \(model:"):
+        train(model, diffusion, images, tcfg, tmp_path, meta={"model": {"channels": [32, 32]}}, progress=False)
+    # more steps is not a different configuration: training continues
+    more = TrainConfig(steps=3, batch_size=4, checkpoint_every=2)
+    out = train(model, diffusion, images, more, tmp_path, meta={"model": {"channels": [16, 16]},
+                                                                  "train": {"steps": 3}}, progress=False)
+    assert out.step == 3 and out.resumed_from == 2
+
+
+def test_nan_loss_names_the_step(tmp_path, tiny_config):
+    model, diffusion, images = _setup(tiny_config, "unet")
+    tcfg = TrainConfig(steps=10, batch_size=4, checkpoint_every=2, log_every=1)
+
+    def poison(step, loss):
+        if step == 3:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match=r"became nan at step 4; .*checkpoint of step 2 in .*resume.pt"):
+        train(model, diffusion, images, tcfg, tmp_path, on_step=poison, progress=False)
+    assert _state(tmp_path / "resume.pt")["step"] == 2
+    assert torch.isfinite(next(iter(_state(tmp_path / "resume.pt")["model"].values()))).all()
+
+
+def test_loss_decreases_and_outputs_exist(tmp_path, tiny_config):
+    model, diffusion, images = _setup(tiny_config, "unet")
+    tcfg = TrainConfig(steps=60, batch_size=32, lr=2e-3, checkpoint_every=30, log_every=10, ema_decay=0.9)
+    result = train(model, Diffusion(DiffusionConfig(timesteps=50)), images, tcfg, tmp_path, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "loss.csv")))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40, 50, 60]
+    assert float(rows[-1]["loss"]) < 0.7 * float(rows[0]["loss"])
+    snap = load_snapshot(result.snapshot)
+    assert snap["step"] == 60 and set(snap["state_dict"]) == set(model.state_dict())
+
+
+def test_ema_is_a_moving_average():
+    lin = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(lin.weight)
+    ema = EMA(lin, decay=0.5)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    ema.update(lin, step=1000)  # warm-up over: decay 0.5
+    assert ema.model.weight.item() == pytest.approx(0.5)
+    ema.update(lin, step=0)  # warm-up: decay min(0.5, 1/10) = 0.1
+    assert ema.model.weight.item() == pytest.approx(0.5 * 0.1 + 0.9)
