@@ -5,6 +5,9 @@
     missingu sample       --config C --checkpoint DIR/ema.pt --sampler S --out samples.pt [--grid g.png]
     missingu info         --config C [--dataset D] [--model M]
 
+``--config-json '{...}'`` gives the config inline instead of a file (the pipeline passes each
+step only the config entries it depends on, so Snakemake reruns exactly what changed).
+
 ``--set key.sub=value`` overrides any config key (list entries by name:
 ``--set models.unet.preset=tiny``). Errors in the config are reported before any work.
 """
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -21,12 +25,12 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .config import ConfigError, build, to_dict
+from .config import ConfigError, apply_overrides, build, to_dict
 from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset
 from .diffusion import Diffusion, DiffusionConfig
-from .experiment import ExperimentConfig, load_experiment, resolve_device
+from .experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
 from .io import save_grid, save_json, save_torch
-from .models import ARCHITECTURES, build_model, model_from_spec
+from .models import model_from_meta, model_from_spec
 from .profiling import count_parameters, measure_call
 from .samplers import sample
 from .train import TrainingDiverged, load_snapshot, train
@@ -46,6 +50,14 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> ExperimentConfig:
+    if args.config_json is not None:
+        try:
+            data = json.loads(args.config_json)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--config-json is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("--config-json must hold a JSON object")
+        return parse_experiment(apply_overrides(data, args.set or ()))
     return load_experiment(args.config, args.set or ())
 
 
@@ -68,7 +80,7 @@ def run_meta(cfg: ExperimentConfig, dataset: str | None, model: str | None) -> d
     data, spec = cfg.dataset(dataset), cfg.model(model)
     return {
         "model_name": spec.name, "arch": spec.arch, "model": to_dict(spec.resolve()),
-        "dataset": data.name, "image_shape": [data.channels, data.size, data.size],
+        "dataset": data.name, "image_shape": [data.channels, data.size, data.size], "hflip": data.hflip,
         "diffusion": to_dict(cfg.diffusion), "train": to_dict(cfg.train), "seed": cfg.seed,
     }
 
@@ -88,18 +100,7 @@ def cmd_train(args: argparse.Namespace) -> None:
              meta["model_name"], meta["arch"], count_parameters(model), meta["dataset"], len(data),
              device, cfg.train.steps)
     train(model, Diffusion(cfg.diffusion), data.images, cfg.train, out, seed=cfg.seed, device=device,
-          meta=meta, progress=not args.no_progress)
-
-
-def model_from_snapshot(blob: dict) -> torch.nn.Module:
-    """Rebuild the EMA model stored in an inference snapshot."""
-    meta = blob["meta"]
-    arch = ARCHITECTURES[meta["arch"]]
-    config = build(arch.config_cls, meta["model"], "model")
-    c, h, _ = meta["image_shape"]
-    model = build_model(meta["arch"], config, c, h)
-    model.load_state_dict(blob["state_dict"])
-    return model.eval()
+          meta=meta, hflip=meta["hflip"], progress=not args.no_progress)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -107,19 +108,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
     spec = cfg.sampler(args.sampler)
     blob = load_snapshot(args.checkpoint)
     device = resolve_device(args.device or cfg.device)
-    model = model_from_snapshot(blob).to(device)
+    model = model_from_meta(blob["meta"], blob["state_dict"]).to(device)
     diffusion = Diffusion(build(DiffusionConfig, blob["meta"]["diffusion"], "diffusion"))
     n = args.num_samples or cfg.sample.num_samples
     batch = args.batch_size or cfg.sample.batch_size
     seed = cfg.seed if args.seed is None else args.seed
     shape = blob["meta"]["image_shape"]
-    chunks, calls, nfe, start = [], 0, 0, time.perf_counter()
+    chunks, calls, start = [], 0, time.perf_counter()
+    nfe: int | None = None
     for first in range(0, n, batch):
         seeds = [seed * 1_000_003 + k for k in range(first, min(n, first + batch))]
         out = sample(model, diffusion, spec, shape, seeds, device=device, progress=not args.no_progress)
         chunks.append(out.images.cpu())
         calls += out.network_calls
-        nfe += out.network_calls * getattr(model, "nfe", 1)
+        nfe = None if out.ode_evaluations is None else (nfe or 0) + out.ode_evaluations
         log.info("sampled %d / %d with %s", first + len(seeds), n, spec.name)
     seconds = time.perf_counter() - start
     images = torch.cat(chunks)
@@ -130,7 +132,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     save_json({
         "sampler": to_dict(spec), "num_samples": n, "batch_size": batch, "seed": seed,
         "checkpoint": str(args.checkpoint), "model": blob["meta"], "device": str(device),
-        "network_calls_per_batch": calls // batches, "ode_evaluations_per_batch": nfe // batches,
+        "network_calls_per_batch": calls // batches,
+        "ode_evaluations_per_batch": None if nfe is None else nfe // batches,
         "seconds": seconds, "version": __version__,
     }, Path(args.out).with_suffix(".json"))
     log.info("wrote %s (%d images, %.1f s)", args.out, n, seconds)
@@ -160,7 +163,9 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, type=Path, help="experiment config (YAML)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", type=Path, help="experiment config (YAML)")
+    src.add_argument("--config-json", metavar="JSON", help="the experiment config inline, as JSON (the pipeline's way)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--log", type=Path, help="also log to this file")
     p.add_argument("--threads", type=int, help="torch CPU threads")

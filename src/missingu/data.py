@@ -193,6 +193,7 @@ SOURCES: dict[str, DataSource] = {
 class DatasetSpec:
     """One dataset entry of a config. ``source`` is the loader (defaults to ``name``);
     ``image_size`` defaults to the source's native size; downloads go to ``<root>/<name>``;
+    ``hflip`` makes training flip half the images left-right (faces, churches; not digits);
     ``max_images`` keeps the first images of a split (quick experiments)."""
 
     name: str
@@ -200,6 +201,7 @@ class DatasetSpec:
     image_size: int | None = None
     root: str = "resources"
     download: bool = True
+    hflip: bool = False
     max_images: int | None = None
 
     def __post_init__(self) -> None:

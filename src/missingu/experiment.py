@@ -36,6 +36,15 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """Cluster settings read by the pipeline's slurm profile (unset: ``$SBATCH_PARTITION`` /
+    ``$SBATCH_ACCOUNT``); the library itself ignores them."""
+
+    partition: str | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one experiment needs; lists hold named entries."""
 
@@ -47,6 +56,7 @@ class ExperimentConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self) -> None:
         for key in ("datasets", "models", "samplers"):

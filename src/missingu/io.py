@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -62,6 +63,6 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> None
     from torchvision.utils import save_image
 
     n = images.shape[0]
-    nrow = nrow or max(1, int(n**0.5))
+    nrow = nrow or max(1, math.ceil(n**0.5))
     grid_input = (images.float().clamp(-1, 1) + 1) / 2
     atomic_write(path, lambda fh: save_image(grid_input, fh, nrow=nrow, padding=1, format="png"))

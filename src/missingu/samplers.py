@@ -204,10 +204,12 @@ class SamplerSpec:
 
 @dataclass
 class SampleOutput:
-    """Samples in model range ``[-1, 1]`` (not clamped) and the number of network calls."""
+    """Samples in model range ``[-1, 1]`` (not clamped), the number of network calls and, for
+    networks with ODE blocks (an ``nfe`` attribute), the ODE-function evaluations they made."""
 
     images: Tensor
     network_calls: int
+    ode_evaluations: int | None = None
 
 
 def sample(
@@ -225,19 +227,23 @@ def sample(
     later noise of sample ``k`` come from seed ``seeds[k]``."""
     if len(seeds) == 0:
         raise ConfigError("num_samples: must be positive")
-    calls = 0
+    calls, evaluations = 0, 0
+    has_nfe = hasattr(denoiser, "nfe")
 
     def counted(x: Tensor, t: Tensor) -> Tensor:
-        nonlocal calls
+        nonlocal calls, evaluations
         calls += 1
-        return denoiser(x, t)
+        out = denoiser(x, t)
+        if has_nfe:
+            evaluations += denoiser.nfe  # type: ignore[attr-defined]
+        return out
 
     noise = SampleNoise(seeds, device)
     x_T = noise.randn(shape)
     fn = SAMPLERS[spec.kind]
     with torch.no_grad():
         images = fn(counted, diffusion, x_T, noise=noise, callback=callback, progress=progress, **spec.options())
-    return SampleOutput(images, calls)
+    return SampleOutput(images, calls, evaluations if has_nfe else None)
 
 
 def expected_calls(spec: SamplerSpec, timesteps: int) -> int | None:

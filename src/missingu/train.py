@@ -43,7 +43,8 @@ SNAPSHOT_FORMAT = "missingu.ema/1"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings. ``grad_clip: null`` disables clipping; ``amp`` applies on CUDA only."""
+    """Optimisation settings. ``grad_clip: null`` disables clipping; ``amp`` applies on CUDA only.
+    (Horizontal flips are a property of the dataset: ``datasets[].hflip``.)"""
 
     steps: int = 4000
     batch_size: int = 64
@@ -53,7 +54,6 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float | None = 1.0
     amp: bool = True
-    hflip: bool = False
     checkpoint_every: int = 500
     log_every: int = 25
 
@@ -151,6 +151,7 @@ def train(
     seed: int = 0,
     device: torch.device | str = "cpu",
     meta: Mapping[str, Any] | None = None,
+    hflip: bool = False,
     on_step: Callable[[int, float], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
@@ -158,7 +159,8 @@ def train(
 
     Resumes from ``out_dir/resume.pt`` when present (its ``meta`` must match, ``train.steps``
     aside). ``meta`` (plain data: architecture, model and diffusion config, dataset) goes
-    into every checkpoint. ``on_step(step, loss)`` is called after each optimizer step.
+    into every checkpoint. ``hflip`` flips half the images left-right (for datasets where that
+    is a valid augmentation). ``on_step(step, loss)`` is called after each optimizer step.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +212,7 @@ def train(
             g = step_generator(seed, step)
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # dropout etc.
             x0, t, noise = (v.to(device, non_blocking=True) for v in draw_batch(
-                images, diffusion, config.batch_size, config.hflip, g))
+                images, diffusion, config.batch_size, hflip, g))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 loss = diffusion.loss(model, x0, t, noise)
             loss_value = loss.item()

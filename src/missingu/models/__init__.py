@@ -97,6 +97,18 @@ def build_model(
     return entry.module_cls(config, channels=channels)
 
 
+def model_from_meta(meta: Mapping[str, Any], state_dict: Mapping[str, Any] | None = None) -> nn.Module:
+    """Rebuild a model from checkpoint metadata (``arch``, ``model``, ``image_shape``),
+    optionally loading weights; returned in eval mode."""
+    arch = choose(ARCHITECTURES, meta["arch"], "architecture", "arch")
+    config = build(arch.config_cls, meta["model"], "model")
+    c, h, _ = meta["image_shape"]
+    model = build_model(meta["arch"], config, c, h)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return model.eval()
+
+
 def model_from_spec(spec: ModelSpec, channels: int, image_size: int) -> nn.Module:
     """Build the model a config entry describes."""
     return build_model(spec.arch, spec.resolve(), channels, image_size)
@@ -104,5 +116,5 @@ def model_from_spec(spec: ModelSpec, channels: int, image_size: int) -> nn.Modul
 
 __all__ = [
     "ARCHITECTURES", "CUNet", "CUNetConfig", "ModelSpec", "UNet", "UNetConfig",
-    "build_model", "check_image_size", "model_from_spec",
+    "build_model", "check_image_size", "model_from_meta", "model_from_spec",
 ]

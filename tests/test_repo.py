@@ -1,0 +1,106 @@
+"""The repository's promises: schema and package agree, every key is documented, CI runs the
+README's test command."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from missingu.data import SOURCES, DatasetSpec
+from missingu.diffusion import SCHEDULES, DiffusionConfig
+from missingu.experiment import ExperimentConfig, SampleConfig, SlurmConfig, load_experiment
+from missingu.models import ARCHITECTURES, ModelSpec
+from missingu.models.ode_block import SOLVERS
+from missingu.samplers import SAMPLERS, SamplerSpec
+from missingu.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+SECTIONS = {
+    "diffusion": DiffusionConfig, "train": TrainConfig, "sample": SampleConfig, "slurm": SlurmConfig,
+}
+ITEMS = {"datasets": DatasetSpec, "models": ModelSpec, "samplers": SamplerSpec}
+
+
+def _fields(cls) -> dict:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _default(field):
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return dataclasses.MISSING
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_schema_top_level_matches_package():
+    assert set(SCHEMA["properties"]) == set(_fields(ExperimentConfig))
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_schema_sections_match_dataclasses(section):
+    props = SCHEMA["properties"][section]["properties"]
+    fields = _fields(SECTIONS[section])
+    assert set(props) == set(fields)
+    for name, field in fields.items():
+        assert props[name]["default"] == _default(field), f"{section}.{name}"
+
+
+@pytest.mark.parametrize("key", sorted(ITEMS))
+def test_schema_list_items_match_dataclasses(key):
+    item = SCHEMA["properties"][key]["items"]
+    fields = _fields(ITEMS[key])
+    assert set(item["properties"]) == set(fields)
+    for name, field in fields.items():
+        default = _default(field)
+        if default is dataclasses.MISSING:
+            assert name in item["required"], f"{key}[].{name}"
+        else:
+            assert item["properties"][name]["default"] == default, f"{key}[].{name}"
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_schema_model_options_match_architectures(arch):
+    props = SCHEMA["$defs"][f"{arch}_options"]["properties"]
+    assert set(props) == set(_fields(ARCHITECTURES[arch].config_cls))
+
+
+def test_schema_enums_match_registries():
+    p = SCHEMA["properties"]
+    assert set(p["diffusion"]["properties"]["schedule"]["enum"]) == set(SCHEDULES)
+    assert set(p["datasets"]["items"]["properties"]["source"]["enum"]) - {None} == set(SOURCES)
+    assert set(p["models"]["items"]["properties"]["arch"]["enum"]) == set(ARCHITECTURES)
+    presets = {name for a in ARCHITECTURES.values() for name in a.presets}
+    assert set(p["models"]["items"]["properties"]["preset"]["enum"]) == presets
+    assert set(p["samplers"]["items"]["properties"]["kind"]["enum"]) == set(SAMPLERS)
+    assert set(p["samplers"]["items"]["properties"]["method"]["enum"]) == set(SOLVERS)
+    assert set(SCHEMA["$defs"]["cunet_options"]["properties"]["solver"]["enum"]) == set(SOLVERS)
+
+
+def test_every_key_is_documented_in_config_readme():
+    text = (ROOT / "config/README.md").read_text()
+    keys = set(_fields(ExperimentConfig))
+    for cls in [*SECTIONS.values(), *ITEMS.values(), *(a.config_cls for a in ARCHITECTURES.values())]:
+        keys |= set(_fields(cls))
+    missing = sorted(k for k in keys if f"`{k}`" not in text and f"`{k}[]`" not in text)
+    assert not missing, f"config/README.md does not document {missing}"
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "smoke.yaml"])
+def test_config_files_are_valid_for_the_package(name):
+    cfg = load_experiment(ROOT / "config" / name)
+    assert cfg.datasets and cfg.models and cfg.samplers
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    test_command = next(b.strip() for b in blocks if "pytest" in b)
+    assert test_command in (ROOT / ".ci/run").read_text()

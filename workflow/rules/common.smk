@@ -1,0 +1,131 @@
+# Config validation, wildcard values and input/param functions. The only Python of the workflow.
+
+import itertools
+import json
+import os
+import shlex
+import shutil
+import sys
+
+from snakemake.settings.types import DeploymentMethod
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+def _names(key):
+    return [entry["name"] for entry in config.get(key, [])]
+
+
+DATASETS = _names("datasets")
+MODELS = _names("models")
+SAMPLERS = _names("samplers")
+SPLITS = ["train", "test"]
+
+wildcard_constraints:
+    dataset="|".join(map(str, DATASETS)) or "NONE",
+    model="|".join(map(str, MODELS)) or "NONE",
+    sampler="|".join(map(str, SAMPLERS)) or "NONE",
+    split="train|test",
+
+
+# Jobs run `python -m missingu.cli ...` with this checkout's src/ first on PYTHONPATH. With
+# --use-conda (or --sdm conda) `python` is the rule's conda env; otherwise the interpreter running
+# Snakemake is put first on PATH, so an unactivated .venv/bin/snakemake works too.
+def _prepend(var, path):
+    parts = [p for p in os.environ.get(var, "").split(os.pathsep) if p and p != path]
+    os.environ[var] = os.pathsep.join([path, *parts])
+
+
+_prepend("PYTHONPATH", os.path.join(workflow.basedir, "src"))
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    _prepend("PATH", os.path.dirname(sys.executable))
+ENV = "../../environment.yml"
+
+
+def _wants_gpu():
+    device = config.get("device", "auto")
+    if device == "auto":
+        return shutil.which("nvidia-smi") is not None
+    return device.startswith("cuda")
+
+
+# Rules that train or sample ask for one GPU when the config will use one; the default profile
+# caps `gpu` at 1, so two such jobs never share a GPU. On a CPU they ask for none and run side by side.
+GPU = 1 if _wants_gpu() else 0
+SLURM_PARTITION = config.get("slurm", {}).get("partition") or os.environ.get("SBATCH_PARTITION", "")
+SLURM_ACCOUNT = config.get("slurm", {}).get("account") or os.environ.get("SBATCH_ACCOUNT", "")
+
+
+def _entry(key, name):
+    return next(e for e in config[key] if e["name"] == name)
+
+
+def _cli_config(dataset, model=None, sampler=None, sections=()):
+    """The config a step depends on, as shell-quoted JSON: Snakemake reruns a step exactly
+    when one of these entries changes (its params change)."""
+    data = {key: config[key] for key in ("seed", "device", *sections) if key in config}
+    data["datasets"] = [_entry("datasets", dataset)]
+    data["models"] = [_entry("models", model)] if model else config["models"][:1]
+    data["samplers"] = [_entry("samplers", sampler)] if sampler else []
+    return shlex.quote(json.dumps(data, sort_keys=True))
+
+
+def data_config(wildcards):
+    return _cli_config(wildcards.dataset)
+
+
+def train_config(wildcards):
+    return _cli_config(wildcards.dataset, wildcards.model, sections=("diffusion", "train"))
+
+
+def sample_config(wildcards):
+    return _cli_config(wildcards.dataset, wildcards.model, wildcards.sampler, sections=("sample",))
+
+
+def train_outputs(what="ema.pt"):
+    return expand(f"results/train/{{dataset}}/{{model}}/{what}", dataset=DATASETS, model=MODELS)
+
+
+def sample_outputs(ext):
+    return expand(
+        f"results/samples/{{dataset}}/{{model}}/{{sampler}}.{ext}",
+        dataset=DATASETS, model=MODELS, sampler=SAMPLERS,
+    )
+
+
+def _records(keys, **paths):
+    """Notebook parameters: one dict per combination of wildcard values, with its file paths."""
+    values = {"dataset": DATASETS, "model": MODELS, "sampler": SAMPLERS}
+    combos = [dict(zip(keys, v)) for v in itertools.product(*(values[k] for k in keys))]
+    return [{**c, **{key: path.format(**c) for key, path in paths.items()}} for c in combos]
+
+
+def notebook_parameters(wildcards):
+    """Papermill parameters of the results notebook, as shell-quoted JSON."""
+    params = {
+        "runs": _records(("dataset", "model"),
+                         loss_csv="results/train/{dataset}/{model}/loss.csv",
+                         snapshot="results/train/{dataset}/{model}/ema.pt"),
+        "samples": _records(("dataset", "model", "sampler"),
+                            summary="results/samples/{dataset}/{model}/{sampler}.json",
+                            grid="results/samples/{dataset}/{model}/{sampler}.png"),
+        "tables_dir": "results/tables",
+        "figures_dir": "results/figures",
+    }
+    return shlex.quote(json.dumps(params))
+
+
+def final_outputs():
+    return [
+        *train_outputs(),
+        *sample_outputs("png"),
+        "results/notebooks/results.ipynb",
+        "results/notebooks/results.html",
+    ]
+
+
+def notebook(name):
+    """Path of a source notebook in this checkout (works with --directory elsewhere)."""
+    return os.path.join(workflow.basedir, "notebooks", f"{name}.ipynb")

@@ -1,0 +1,20 @@
+rule prepare_data:
+    output:
+        "results/data/{dataset}/{split}.pt",
+    params:
+        config=data_config,
+    log:
+        "logs/prepare_data/{dataset}/{split}.log",
+    benchmark:
+        "benchmarks/prepare_data/{dataset}/{split}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        slurm_partition=SLURM_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+    shell:
+        "python -m missingu.cli prepare-data --config-json {params.config} --split {wildcards.split}"
+        " --out {output} --threads {threads} --log {log} 2>> {log}"

@@ -1,0 +1,69 @@
+# Analysis notebooks run by papermill. The executed copy is a log first, so a failing notebook
+# leaves logs/notebooks/<name>.ipynb with the error; on success it is copied to results/notebooks/.
+
+
+rule results_notebook:
+    input:
+        notebook=notebook("results"),
+        checkpoints=train_outputs("ema.pt"),
+        losses=train_outputs("loss.csv"),
+        summaries=sample_outputs("json"),
+        grids=sample_outputs("png"),
+    output:
+        notebook="results/notebooks/results.ipynb",
+        training=report(
+            "results/tables/training.csv", caption="../report/training_table.rst", category="Tables"
+        ),
+        training_md="results/tables/training.md",
+        sampling=report(
+            "results/tables/sampling.csv", caption="../report/sampling_table.rst", category="Tables"
+        ),
+        sampling_md="results/tables/sampling.md",
+        loss_curves=report(
+            "results/figures/loss_curves.png", caption="../report/loss_curves.rst", category="Figures"
+        ),
+        samples=report(
+            expand("results/figures/samples_{dataset}.png", dataset=DATASETS),
+            caption="../report/samples.rst",
+            category="Figures",
+        ),
+    params:
+        parameters=notebook_parameters,
+    log:
+        notebook="logs/notebooks/results.ipynb",
+        stderr="logs/notebooks/results.log",
+    benchmark:
+        "benchmarks/notebooks/results.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        slurm_partition=SLURM_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+    shell:
+        "python -m papermill {input.notebook} {log.notebook}"
+        " -k python3 --cwd . -y {params.parameters} 2> {log.stderr}"
+        " && cp {log.notebook} {output.notebook}"
+
+
+rule notebook_html:
+    input:
+        "results/notebooks/{name}.ipynb",
+    output:
+        "results/notebooks/{name}.html",
+    log:
+        "logs/notebook_html/{name}.log",
+    benchmark:
+        "benchmarks/notebook_html/{name}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        slurm_partition=SLURM_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+    shell:
+        "python -m nbconvert --to html --output-dir $(dirname {output}) {input} 2> {log}"

@@ -1,0 +1,25 @@
+rule sample:
+    input:
+        "results/train/{dataset}/{model}/ema.pt",
+    output:
+        images="results/samples/{dataset}/{model}/{sampler}.pt",
+        summary="results/samples/{dataset}/{model}/{sampler}.json",
+        grid="results/samples/{dataset}/{model}/{sampler}.png",
+    params:
+        config=sample_config,
+    log:
+        "logs/sample/{dataset}/{model}/{sampler}.log",
+    benchmark:
+        "benchmarks/sample/{dataset}/{model}/{sampler}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=8000,
+        runtime=240,
+        slurm_partition=SLURM_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+    shell:
+        "python -m missingu.cli sample --config-json {params.config} --checkpoint {input} --out {output.images}"
+        " --grid {output.grid} --threads {threads} --log {log} 2>> {log}"

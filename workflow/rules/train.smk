@@ -1,0 +1,34 @@
+# Training resumes from results/train/<dataset>/<model>/resume.pt (not a declared output, so
+# Snakemake keeps it when it reruns an incomplete job; the profiles set rerun-incomplete).
+
+
+rule train:
+    input:
+        "results/data/{dataset}/train.pt",
+    output:
+        model="results/train/{dataset}/{model}/ema.pt",
+        loss=report(
+            "results/train/{dataset}/{model}/loss.csv",
+            caption="../report/loss_csv.rst",
+            category="Training",
+            labels={"dataset": "{dataset}", "model": "{model}", "table": "loss log"},
+        ),
+    params:
+        config=train_config,
+        out_dir=subpath(output.model, parent=True),
+    log:
+        "logs/train/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/train/{dataset}/{model}.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=GPU,
+        mem_mb=16000,
+        runtime=2880,
+        slurm_partition=SLURM_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+    shell:
+        "python -m missingu.cli train --config-json {params.config} --data {input} --out-dir {params.out_dir}"
+        " --threads {threads} --log {log} 2>> {log}"
