@@ -27,7 +27,7 @@ def test_info_prints_measured_parameters(tiny_config_file, capsys):
         n = count_parameters(model_from_spec(spec, 1, 8))
         line = next(row for row in out.splitlines() if row.startswith(spec.name + " "))
         assert f"{n:,}" in line
-    assert "GFLOPs/call" in out and "NFE/call" in out
+    assert "GFLOPs/call" in out and "ODE evals/call" in out
 
 
 @pytest.mark.parametrize("model", ["unet", "cunet"])

@@ -104,3 +104,12 @@ def test_ci_runs_the_readme_test_command():
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
     test_command = next(b.strip() for b in blocks if "pytest" in b)
     assert test_command in (ROOT / ".ci/run").read_text()
+
+
+def test_conda_environment_lists_the_package_dependencies():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["pipeline"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) == wanted

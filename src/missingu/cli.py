@@ -151,9 +151,9 @@ def cmd_info(args: argparse.Namespace) -> None:
             cost = measure_call(model, shape)
             rows.append((spec.name, spec.arch, spec.preset, data.name, "x".join(map(str, shape)),
                          f"{count_parameters(model):,}", f"{cost.flops / 1e9:.3f}", f"{cost.macs / 1e9:.3f}",
-                         str(cost.nfe)))
+                         "-" if cost.nfe is None else str(cost.nfe)))
     _print_table(("model", "arch", "preset", "dataset", "CxHxW", "parameters", "GFLOPs/call",
-                  "GMACs/call", "NFE/call"), rows)
+                  "GMACs/call", "ODE evals/call"), rows)
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

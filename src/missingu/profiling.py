@@ -22,10 +22,11 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 @dataclass
 class CallCost:
-    """FLOPs of one forward call at a given input shape, and the network's NFE there."""
+    """FLOPs of one forward call at a given input shape, and the ODE-function evaluations it
+    made (``None`` for networks without ODE blocks)."""
 
     flops: int
-    nfe: int
+    nfe: int | None
 
     @property
     def macs(self) -> float:
@@ -43,4 +44,5 @@ def measure_call(model: nn.Module, shape: Sequence[int], batch: int = 1, t: floa
     with FlopCounterMode(display=False) as counter:
         model(x, steps)
     model.train(was_training)
-    return CallCost(int(counter.get_total_flops()), int(getattr(model, "nfe", 1)))
+    nfe = getattr(model, "nfe", None)
+    return CallCost(int(counter.get_total_flops()), None if nfe is None else int(nfe))

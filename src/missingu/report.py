@@ -71,8 +71,25 @@ def write_table(df: pd.DataFrame, stem: str | Path, floatfmt: str = ".4g") -> tu
     with atomic_open(csv_path) as fh:
         df.to_csv(fh, index=False)
     with atomic_open(md_path) as fh:
-        fh.write(df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+        fh.write(markdown(df, floatfmt) + "\n")
     return csv_path, md_path
+
+
+def markdown(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """A Markdown table: integer columns stay integers, missing values are left blank."""
+    shown = df.copy()
+    align = []
+    for col in shown.columns:
+        values = shown[col]
+        numeric = values.dtype.kind in "iuf"
+        if values.dtype.kind == "f" and values.dropna().apply(float.is_integer).all():
+            values = values.astype("Int64")
+        if numeric and values.dtype.kind != "f":
+            shown[col] = values.map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+        elif numeric:
+            shown[col] = values.map(lambda v: "" if pd.isna(v) else format(v, floatfmt))
+        align.append("right" if numeric else "left")
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def save_figure(fig: Any, path: str | Path) -> None:

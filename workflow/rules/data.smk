@@ -17,4 +17,4 @@ rule prepare_data:
         slurm_account=SLURM_ACCOUNT,
     shell:
         "python -m missingu.cli prepare-data --config-json {params.config} --split {wildcards.split}"
-        " --out {output} --threads {threads} --log {log} 2>> {log}"
+        " --out {output} --threads {threads} 2> {log}"

@@ -22,4 +22,4 @@ rule sample:
         slurm_account=SLURM_ACCOUNT,
     shell:
         "python -m missingu.cli sample --config-json {params.config} --checkpoint {input} --out {output.images}"
-        " --grid {output.grid} --threads {threads} --log {log} 2>> {log}"
+        " --grid {output.grid} --threads {threads} 2> {log}"

@@ -1,5 +1,6 @@
 # Training resumes from results/train/<dataset>/<model>/resume.pt (not a declared output, so
 # Snakemake keeps it when it reruns an incomplete job; the profiles set rerun-incomplete).
+# The log is appended to, so it keeps the story of interrupted attempts.
 
 
 rule train:
@@ -31,4 +32,4 @@ rule train:
         slurm_account=SLURM_ACCOUNT,
     shell:
         "python -m missingu.cli train --config-json {params.config} --data {input} --out-dir {params.out_dir}"
-        " --threads {threads} --log {log} 2>> {log}"
+        " --threads {threads} 2>> {log}"
