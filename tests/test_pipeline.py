@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
+CONFIGS = [ROOT / "config" / name for name in ("config.yaml", "paper.yaml", "smoke.yaml")]
 
 
 def snakemake(workdir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -77,7 +77,11 @@ def test_end_to_end_outputs_exist(smoke_run):
     expected = ["results/notebooks/results.ipynb", "results/notebooks/results.html",
                 "results/tables/training.csv", "results/tables/training.md",
                 "results/tables/sampling.csv", "results/tables/sampling.md",
-                "results/figures/loss_curves.png", "results/figures/samples_digits.png"]
+                "results/figures/loss_curves.png", "results/figures/samples_digits.png",
+                "results/profile/efficiency.csv", "results/notebooks/efficiency.ipynb",
+                "results/notebooks/efficiency.html", "results/tables/efficiency.csv", "results/tables/efficiency.md",
+                "results/tables/efficiency_vs_claims.csv", "results/tables/efficiency_vs_claims.md",
+                "results/figures/efficiency_vs_claims.png", "benchmarks/profile/efficiency.tsv"]
     for model in cfg["models"]:
         run = f"results/train/digits/{model['name']}"
         expected += [f"{run}/ema.pt", f"{run}/loss.csv", f"{run}/config.json",
@@ -92,8 +96,9 @@ def test_end_to_end_outputs_exist(smoke_run):
     assert len(table) == 1 + len(cfg["models"]) * len(cfg["samplers"])
 
 
-def test_executed_notebook_has_no_error(smoke_run):
-    nb = json.loads((smoke_run / "results/notebooks/results.ipynb").read_text())
+@pytest.mark.parametrize("name", ["results", "efficiency"])
+def test_executed_notebooks_have_no_error(smoke_run, name):
+    nb = json.loads((smoke_run / f"results/notebooks/{name}.ipynb").read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert code and all(c.get("execution_count") for c in code)
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -106,7 +111,8 @@ def test_report_collects_figures_and_tables(smoke_run):
                      "--report", "results/report.html")
     assert proc.returncode == 0, proc.stderr[-3000:]
     html = (smoke_run / "results/report.html").read_text(errors="replace")
-    for name in ("loss_curves.png", "samples_digits.png", "training.csv", "sampling.csv"):
+    for name in ("loss_curves.png", "samples_digits.png", "training.csv", "sampling.csv", "efficiency.csv",
+                 "efficiency_vs_claims.csv", "efficiency_vs_claims.png"):
         assert name in html
 
 
@@ -123,8 +129,8 @@ def test_failed_notebook_leaves_its_executed_copy_in_logs(smoke_run):
     try:
         bad.write_text("{}")
         os.utime(bad, None)
-        proc = snakemake(smoke_run, "--cores", "1", "--configfile", str(ROOT / "config/smoke.yaml"),
-                         "--forcerun", "results_notebook")
+        proc = snakemake(smoke_run, "results/notebooks/results.ipynb", "--cores", "1",
+                         "--configfile", str(ROOT / "config/smoke.yaml"), "--forcerun", "results_notebook")
         assert proc.returncode != 0
         executed = json.loads((smoke_run / "logs/notebooks/results.ipynb").read_text())
         errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -143,7 +149,7 @@ def test_killed_run_resumes_from_checkpoint(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
-           "--cores", "1", "--configfile", str(path)]
+           "results/train/digits/unet/ema.pt", "--cores", "1", "--configfile", str(path)]
     resume = tmp_path / "results/train/digits/unet/resume.pt"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from missingu.config import to_dict
 from missingu.data import SOURCES, DatasetSpec
 from missingu.diffusion import SCHEDULES, DiffusionConfig
 from missingu.experiment import ExperimentConfig, SampleConfig, SlurmConfig, load_experiment
 from missingu.models import ARCHITECTURES, ModelSpec
 from missingu.models.ode_block import SOLVERS
+from missingu.profiling import ProfileConfig
 from missingu.samplers import SAMPLERS, SamplerSpec
 from missingu.train import TrainConfig
 
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 SECTIONS = {
     "diffusion": DiffusionConfig, "train": TrainConfig, "sample": SampleConfig, "slurm": SlurmConfig,
+    "profile": ProfileConfig,
 }
 ITEMS = {"datasets": DatasetSpec, "models": ModelSpec, "samplers": SamplerSpec}
 
@@ -37,7 +40,7 @@ def _default(field):
         value = field.default_factory()
     else:
         return dataclasses.MISSING
-    return list(value) if isinstance(value, tuple) else value
+    return to_dict(value)
 
 
 def test_schema_top_level_matches_package():

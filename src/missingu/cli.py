@@ -4,6 +4,7 @@
     missingu train        --config C --dataset D --model M --out-dir DIR [--data data.pt]
     missingu sample       --config C --checkpoint DIR/ema.pt --sampler S --out samples.pt [--grid g.png]
     missingu info         --config C [--dataset D] [--model M]
+    missingu profile      --config C --out efficiency.csv [--checkpoint D/M=ema.pt ...]
 
 ``--config-json '{...}'`` gives the config inline instead of a file (the pipeline passes each
 step only the config entries it depends on, so Snakemake reruns exactly what changed).
@@ -31,7 +32,7 @@ from .diffusion import Diffusion, DiffusionConfig
 from .experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
 from .io import save_grid, save_json, save_torch
 from .models import model_from_meta, model_from_spec
-from .profiling import count_parameters, measure_call
+from .profiling import count_parameters, measure_call, profile_experiment, write_rows
 from .samplers import sample
 from .train import TrainingDiverged, load_snapshot, train
 
@@ -156,6 +157,28 @@ def cmd_info(args: argparse.Namespace) -> None:
                   "GMACs/call", "ODE evals/call"), rows)
 
 
+def _checkpoint_map(items: Sequence[str]) -> dict[tuple[str, str], Path]:
+    out = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        dataset, slash, model = key.partition("/")
+        if not (sep and slash and dataset and model and path):
+            raise ConfigError(f"--checkpoint {item!r} must look like DATASET/MODEL=PATH")
+        out[(dataset, model)] = Path(path)
+    return out
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    device = resolve_device(args.device or cfg.device)
+    checkpoints = _checkpoint_map(args.checkpoint or [])
+    for dataset, model in checkpoints:
+        cfg.dataset(dataset), cfg.model(model)  # unknown names fail here, before any work
+    rows = profile_experiment(cfg, device, checkpoints, progress=not args.no_progress)
+    write_rows(rows, args.out)
+    log.info("wrote %s (%d rows, %s)", args.out, len(rows), rows[0]["device_name"] if rows else "no rows")
+
+
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for line in (header, ["-" * w for w in widths], *rows):
@@ -206,6 +229,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override the config's device")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_sample)
+
+    p = sub.add_parser("profile", help="measure parameters, FLOPs, NFE, latency and memory (CSV)")
+    _common(p)
+    p.add_argument("--out", required=True, type=Path, help="CSV, one row per model, variant and input shape")
+    p.add_argument("--checkpoint", action="append", metavar="DATASET/MODEL=PATH",
+                   help="trained weights (ema.pt) for a model at its dataset's shape (repeatable)")
+    p.add_argument("--device", help="override the config's device")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_profile)
 
     p = sub.add_parser("info", help="parameters and FLOPs of the configured models")
     _common(p)

@@ -17,6 +17,7 @@ from .config import ConfigError, apply_overrides, build, load_yaml, positive
 from .data import DatasetSpec
 from .diffusion import DiffusionConfig
 from .models import ModelSpec, check_image_size
+from .profiling import ProfileConfig
 from .samplers import SamplerSpec
 from .train import TrainConfig
 
@@ -56,6 +57,7 @@ class ExperimentConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self) -> None:

@@ -136,3 +136,93 @@ def plot_sample_grids(samples: Sequence[Record], path: str | Path, title: str = 
     if title:
         fig.suptitle(title)
     save_figure(fig, path)
+
+
+def efficiency_table(profile: pd.DataFrame) -> pd.DataFrame:
+    """The profile CSV in readable units: millions of parameters, GFLOPs and GMACs per call,
+    milliseconds per call, seconds per sampled batch, MiB per training step."""
+    out = pd.DataFrame({
+        "shape": profile["shape"], "model": profile["model"], "variant": profile["variant"],
+        "weights": profile["weights"], "params_M": profile["params_total"] / 1e6,
+        "GFLOPs": profile["flops_per_call"] / 1e9, "GMACs": profile["macs_per_call"] / 1e9,
+        "ode_evals": profile["ode_evals_per_call"],
+    })
+    for col in profile.columns:
+        if col.startswith(("latency_ms_b", "sample_s_", "train_step_mib")):
+            out[col] = profile[col]
+    out["device"] = profile["device_name"]
+    return out
+
+
+def _ratio_metrics(profile: pd.DataFrame) -> list[tuple[str, str, str]]:
+    metrics = [("parameters", "params_total", "parameters"), ("flops", "flops_per_call", "FLOPs per call")]
+    for col in profile.columns:
+        if col.startswith("latency_ms_b"):
+            metrics.append(("inference_time", col, f"time per call, batch {col.removeprefix('latency_ms_b')}"))
+        elif col.startswith("sample_s_"):
+            metrics.append(("inference_time", col, f"time to sample a batch, {col.removeprefix('sample_s_')}"))
+    return metrics
+
+
+def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFrame:
+    """Measured cU-Net / U-Net ratios beside the claimed ones, with a verdict in words.
+
+    Every (U-Net, cU-Net) pair of base rows at the same input shape is compared; a claim
+    holds when the measured ratio is at most its ``holds_up_to``. Pairs that are not both
+    ``paper`` presets are marked indicative."""
+    ratios = claims["missing_u"]["ratios"]
+    base = profile[profile["variant"] == "base"]
+    rows = []
+    for shape, group in base.groupby("shape", sort=False):
+        for _, u in group[group["arch"] == "unet"].iterrows():
+            for _, c in group[group["arch"] == "cunet"].iterrows():
+                paper = u["preset"] == "paper" and c["preset"] == "paper"
+                for key, col, label in _ratio_metrics(profile):
+                    if pd.isna(u.get(col)) or pd.isna(c.get(col)):
+                        continue
+                    ratio = float(c[col]) / float(u[col])
+                    claim = ratios[key]
+                    holds = ratio <= claim["holds_up_to"]
+                    if key == "inference_time":
+                        change = "faster" if ratio < 1 else "slower"
+                        detail = f"cU-Net takes {ratio:.0%} of the U-Net's time ({abs(1 - ratio):.0%} {change})"
+                    else:
+                        detail = f"cU-Net has {ratio:.1%} of the U-Net's {label}"
+                    rows.append({
+                        "shape": shape, "pair": f"{c['model']} ({c['preset']}) / {u['model']} ({u['preset']})",
+                        "metric": label, "claimed_ratio": claim["claimed"], "claim": claim["wording"],
+                        "measured_ratio": round(ratio, 4),
+                        "verdict": ("reproduced" if holds else "not reproduced")
+                        + ("" if paper else " (indicative: not the paper's architectures)"),
+                        "detail": detail, "device": u["device_name"],
+                    })
+    columns = ["shape", "pair", "metric", "claimed_ratio", "claim", "measured_ratio", "verdict", "detail", "device"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def plot_claims(table: pd.DataFrame, path: str | Path) -> None:
+    """Measured cU-Net / U-Net ratios (bars) against the claimed ratios (black ticks)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid")
+    if table.empty:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no U-Net / cU-Net pair was profiled at a common input shape", ha="center", va="center")
+        save_figure(fig, path)
+        return
+    pairs = list(dict.fromkeys(table["shape"] + "  " + table["pair"]))
+    fig, axes = plt.subplots(len(pairs), 1, squeeze=False, figsize=(8, 0.45 * len(table) + 1.5 * len(pairs)))
+    for ax, pair in zip(axes[:, 0], pairs):
+        part = table[(table["shape"] + "  " + table["pair"]) == pair]
+        y = range(len(part))
+        ax.barh(list(y), part["measured_ratio"], color="tab:blue", label="measured")
+        ax.scatter(part["claimed_ratio"], list(y), color="black", marker="|", s=300, label="claimed", zorder=3)
+        ax.set_yticks(list(y), part["metric"])
+        ax.axvline(1.0, color="grey", lw=0.8)
+        ax.set_title(pair, fontsize=10)
+        ax.set_xlabel("cU-Net / U-Net")
+        ax.invert_yaxis()
+    axes[0, 0].legend(loc="lower right")
+    save_figure(fig, path)

@@ -80,6 +80,31 @@ def train_config(wildcards):
     return _cli_config(wildcards.dataset, wildcards.model, sections=("diffusion", "train"))
 
 
+def profile_config(wildcards):
+    """Every dataset and model (the profile covers them all) and the profile settings."""
+    data = {key: config[key] for key in ("seed", "device", "diffusion", "profile") if key in config}
+    data.update(datasets=config["datasets"], models=config["models"], samplers=[])
+    return shlex.quote(json.dumps(data, sort_keys=True))
+
+
+def checkpoint_args(wildcards, input):
+    """`--checkpoint dataset/model=path` for every trained model, so the profile uses trained
+    weights at each dataset's shape."""
+    pairs = itertools.product(DATASETS, MODELS)
+    return " ".join(
+        f"--checkpoint {shlex.quote(f'{d}/{m}={path}')}" for (d, m), path in zip(pairs, input.checkpoints)
+    )
+
+
+def all_cores(wildcards):
+    """Every core of the run (the profile job has the machine to itself); 1 where none is set
+    (`--report`, `--lint`)."""
+    try:
+        return workflow.cores
+    except Exception:  # WorkflowError: no --cores given
+        return 1
+
+
 def sample_config(wildcards):
     return _cli_config(wildcards.dataset, wildcards.model, wildcards.sampler, sections=("sample",))
 
@@ -117,15 +142,32 @@ def notebook_parameters(wildcards):
     return shlex.quote(json.dumps(params))
 
 
+def efficiency_parameters(wildcards):
+    """Papermill parameters of the efficiency notebook, as shell-quoted JSON."""
+    params = {
+        "profile_csv": "results/profile/efficiency.csv",
+        "claims_yaml": os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
+        "tables_dir": "results/tables",
+        "figures_dir": "results/figures",
+    }
+    return shlex.quote(json.dumps(params))
+
+
 def final_outputs():
     return [
         *train_outputs(),
         *sample_outputs("png"),
-        "results/notebooks/results.ipynb",
-        "results/notebooks/results.html",
+        *expand("results/notebooks/{name}.{ext}", name=["results", "efficiency"], ext=["ipynb", "html"]),
     ]
 
 
 def notebook(name):
     """Path of a source notebook in this checkout (works with --directory elsewhere)."""
     return os.path.join(workflow.basedir, "notebooks", f"{name}.ipynb")
+
+
+# Run a notebook with papermill; the executed copy is a log first (kept when the notebook fails).
+PAPERMILL = (
+    "python -m papermill {input.notebook} {log.notebook} -k python3 --cwd . -y {params.parameters}"
+    " 2> {log.stderr} && cp {log.notebook} {output.notebook}"
+)

@@ -43,9 +43,48 @@ rule results_notebook:
         slurm_partition=SLURM_PARTITION,
         slurm_account=SLURM_ACCOUNT,
     shell:
-        "python -m papermill {input.notebook} {log.notebook}"
-        " -k python3 --cwd . -y {params.parameters} 2> {log.stderr}"
-        " && cp {log.notebook} {output.notebook}"
+        PAPERMILL
+
+
+rule efficiency_notebook:
+    input:
+        notebook=notebook("efficiency"),
+        profile="results/profile/efficiency.csv",
+        claims=os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
+    output:
+        notebook="results/notebooks/efficiency.ipynb",
+        efficiency=report(
+            "results/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="Efficiency"
+        ),
+        efficiency_md="results/tables/efficiency.md",
+        claims=report(
+            "results/tables/efficiency_vs_claims.csv",
+            caption="../report/efficiency_vs_claims.rst",
+            category="Efficiency",
+        ),
+        claims_md="results/tables/efficiency_vs_claims.md",
+        figure=report(
+            "results/figures/efficiency_vs_claims.png",
+            caption="../report/efficiency_vs_claims.rst",
+            category="Efficiency",
+        ),
+    params:
+        parameters=efficiency_parameters,
+    log:
+        notebook="logs/notebooks/efficiency.ipynb",
+        stderr="logs/notebooks/efficiency.log",
+    benchmark:
+        "benchmarks/notebooks/efficiency.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        slurm_partition=SLURM_PARTITION,
+        slurm_account=SLURM_ACCOUNT,
+    shell:
+        PAPERMILL
 
 
 rule notebook_html:

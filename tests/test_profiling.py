@@ -1,0 +1,141 @@
+"""Efficiency measurements: structure and consistency (no timing assertions)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from missingu.experiment import parse_experiment
+from missingu.models import ARCHITECTURES, build_model
+from missingu.models.ode_block import ODEBlock, SolverConfig
+from missingu.profiling import count_parameters, measure_call, profile_experiment
+from missingu.report import claims_table
+
+
+class _Conv(nn.Module):
+    def __init__(self, c_in, c_out, k):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, padding=k // 2)
+
+    def forward(self, x, t):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "k", "size"), [(3, 8, 3, 16), (16, 4, 1, 8), (2, 2, 7, 5)])
+def test_conv_flops_match_the_formula(c_in, c_out, k, size):
+    cost = measure_call(_Conv(c_in, c_out, k), (c_in, size, size))
+    assert cost.flops == 2 * c_out * size * size * c_in * k * k  # 2 FLOPs per multiply-accumulate
+    assert cost.macs == cost.flops / 2 and cost.nfe is None
+
+
+class _Block(nn.Module):
+    def __init__(self, solver):
+        super().__init__()
+        self.block = ODEBlock(8, time_dim=None, groups=4, solver=solver)
+
+    @property
+    def nfe(self):
+        return self.block.nfe
+
+    def forward(self, x, t):
+        return self.block(x, None)
+
+
+@pytest.mark.parametrize("method", ["rk4", "euler", "midpoint"])
+def test_ode_block_flops_scale_with_nfe(method):
+    costs = {n: measure_call(_Block(SolverConfig(method, n)), (8, 6, 6)) for n in (1, 2, 4)}
+    per_eval = costs[1].flops / costs[1].nfe
+    for n, cost in costs.items():
+        assert cost.nfe == {"rk4": 4, "euler": 1, "midpoint": 2}[method] * n
+        assert cost.flops == cost.nfe * per_eval
+
+
+def test_dopri5_flops_follow_its_measured_nfe():
+    block = _Block(SolverConfig("dopri5", rtol=1e-6, atol=1e-6))
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    reference = measure_call(_Block(SolverConfig("euler", 1)), (8, 6, 6)).flops
+    cost = measure_call(block, (8, 6, 6))
+    assert cost.nfe > 6 and cost.flops == cost.nfe * reference
+
+
+def test_parameter_counts():
+    model = build_model("unet", ARCHITECTURES["unet"].config_cls(**ARCHITECTURES["unet"].presets["tiny"]), 1, 8)
+    total = sum(p.numel() for p in model.parameters())
+    assert count_parameters(model) == total
+    model.init_conv.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.init_conv.parameters())
+    assert count_parameters(model, trainable_only=True) == total - frozen
+
+
+# fvcore counts multiply-accumulates; its default handles also count GroupNorm and up-sampling,
+# which torch's FlopCounterMode does not count (element-wise work). Those are excluded here.
+FVCORE_SKIPPED_BY_TORCH = ("aten::group_norm", "aten::upsample_nearest2d", "aten::upsample_bilinear2d")
+
+
+@pytest.mark.parametrize(("arch", "preset", "shape"), [("unet", "digits", (1, 16, 16)), ("cunet", "digits", (1, 16, 16))])
+def test_flops_agree_with_fvcore(arch, preset, shape):
+    from fvcore.nn import FlopCountAnalysis
+
+    a = ARCHITECTURES[arch]
+    model = build_model(arch, a.config_cls(**a.presets[preset]), shape[0], shape[1]).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = FlopCountAnalysis(model, (torch.randn(1, *shape), torch.tensor([500.0])))
+        for op in FVCORE_SKIPPED_BY_TORCH:
+            analysis.set_op_handle(op, None)
+        analysis.unsupported_ops_warnings(False)
+        fvcore_flops = 2 * analysis.total()
+    assert measure_call(model, shape).flops == pytest.approx(fvcore_flops, rel=0.05)
+
+
+def test_profile_rows(tiny_config):
+    tiny_config["profile"] = {"shapes": [[1, 8, 8], [3, 8, 8]], "batch_sizes": [1, 2], "warmup": 1, "repeats": 2,
+                              "sample_batch": 2, "memory_batch": 2,
+                              "samplers": [{"name": "ddim5", "kind": "ddim", "steps": 5}]}
+    cfg = parse_experiment(tiny_config)
+    rows = profile_experiment(cfg, torch.device("cpu"))
+    base = [r for r in rows if r["variant"] == "base"]
+    assert {(r["model"], r["shape"]) for r in base} == {(m, s) for m in ("unet", "cunet") for s in ("1x8x8", "3x8x8")}
+    for r in base:
+        assert r["device"] == "cpu" and r["torch"] == torch.__version__ and r["device_name"]
+        assert r["latency_ms_b1"] > 0 and r["latency_ms_b2"] > 0 and r["sample_s_ddim5"] > 0
+        assert r["sample_calls_ddim5"] == 5 and r["train_step_mib"] >= 0
+        assert r["macs_per_call"] * 2 == r["flops_per_call"]
+    cunet = next(r for r in base if r["model"] == "cunet")
+    assert cunet["ode_evals_per_call"] == 12 and "train_step_mib_adjoint" in cunet
+    variants = {r["variant"] for r in rows if r["model"] == "cunet"} - {"base"}
+    assert {"augmented_first_order", "no_attention", "rk4_2", "rk4_4", "euler_4", "dopri5"} <= variants
+    rk4_4 = next(r for r in rows if r["variant"] == "rk4_4" and r["shape"] == "1x8x8")
+    assert rk4_4["ode_evals_per_call"] == 4 * cunet["ode_evals_per_call"]
+
+
+def _claims():
+    from pathlib import Path
+
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "config/paper_claims.yaml").read_text())
+
+
+def test_claims_table_verdicts():
+    row = {"device_name": "cpu", "variant": "base", "shape": "3x64x64"}
+    profile = pd.DataFrame([
+        {**row, "model": "unet", "arch": "unet", "preset": "paper", "params_total": 100, "flops_per_call": 100,
+         "latency_ms_b1": 10.0},
+        {**row, "model": "cunet", "arch": "cunet", "preset": "paper", "params_total": 20, "flops_per_call": 50,
+         "latency_ms_b1": 8.0},
+    ])
+    table = claims_table(profile, _claims()).set_index("metric")
+    assert table.loc["parameters", "verdict"] == "reproduced"
+    assert math.isclose(table.loc["parameters", "measured_ratio"], 0.2)
+    assert table.loc["FLOPs per call", "verdict"] == "not reproduced"
+    assert table.loc["time per call, batch 1", "verdict"] == "reproduced"
+    assert "20% faster" in table.loc["time per call, batch 1", "detail"]
+    profile.loc[1, "preset"] = "digits"
+    assert all(v.endswith("(indicative: not the paper's architectures)") for v in claims_table(profile, _claims())["verdict"])
