@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from .config import ConfigError, choose, positive
 from .io import load_torch, save_torch
 
 Split = Literal["train", "test"]
+T = TypeVar("T")
 
 
 class DatasetUnavailable(RuntimeError):
@@ -79,26 +80,29 @@ def _digits(spec: DatasetSpec, split: Split) -> ImageSet:
     return ImageSet(resize(images, spec.size), labels[idx])
 
 
-def _unavailable(name: str, root: Path, err: Exception, files: str) -> DatasetUnavailable:
-    return DatasetUnavailable(
-        f"dataset {name!r} is not in {root} and could not be fetched ({type(err).__name__}: {err}). "
-        f"On a machine with internet it downloads itself into {root}; offline, stage it by hand: {files}"
-    )
+def _fetch(name: str, root: Path, stage: str, make: Callable[[], T]) -> T:
+    """Open a torchvision dataset; any failure (files missing, no network, no lmdb) becomes
+    :class:`DatasetUnavailable` saying what to stage where."""
+    try:
+        return make()
+    except Exception as err:  # noqa: BLE001 - torchvision raises RuntimeError, URLError, ImportError...
+        raise DatasetUnavailable(
+            f"dataset {name!r} is not in {root} and could not be fetched ({type(err).__name__}: {err}). "
+            f"On a machine with internet it downloads itself into {root}; offline, stage it by hand: {stage}"
+        ) from err
 
 
 def _mnist(spec: DatasetSpec, split: Split) -> ImageSet:
     from torchvision.datasets import MNIST
 
     root = spec.folder
-    try:
-        ds = MNIST(root, train=split == "train", download=spec.download)
-    except Exception as err:  # noqa: BLE001 - torchvision raises RuntimeError or URLError
-        raise _unavailable(
-            "mnist", root, err,
-            f"put train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz) "
-            f"and t10k-labels-idx1-ubyte(.gz) from https://ossci-datasets.s3.amazonaws.com/mnist/ "
-            f"into {root}/MNIST/raw/",
-        ) from err
+    ds = _fetch(
+        "mnist", root,
+        f"put train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), t10k-images-idx3-ubyte(.gz) "
+        f"and t10k-labels-idx1-ubyte(.gz) from https://ossci-datasets.s3.amazonaws.com/mnist/ "
+        f"into {root}/MNIST/raw/",
+        lambda: MNIST(root, train=split == "train", download=spec.download),
+    )
     images = F.pad(ds.data[:, None], (2, 2, 2, 2))  # 28 -> 32
     return ImageSet(resize(images, spec.size), ds.targets.long())
 
@@ -107,14 +111,12 @@ def _cifar10(spec: DatasetSpec, split: Split) -> ImageSet:
     from torchvision.datasets import CIFAR10
 
     root = spec.folder
-    try:
-        ds = CIFAR10(root, train=split == "train", download=spec.download)
-    except Exception as err:  # noqa: BLE001
-        raise _unavailable(
-            "cifar10", root, err,
-            f"put cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
-            f"into {root}/ (or its extracted folder cifar-10-batches-py/)",
-        ) from err
+    ds = _fetch(
+        "cifar10", root,
+        f"put cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
+        f"into {root}/ (or its extracted folder cifar-10-batches-py/)",
+        lambda: CIFAR10(root, train=split == "train", download=spec.download),
+    )
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     return ImageSet(resize(images, spec.size), torch.tensor(ds.targets, dtype=torch.long))
 
@@ -136,17 +138,14 @@ def _celeba(spec: DatasetSpec, split: Split) -> ImageSet:
     tf = transforms.Compose([
         transforms.CenterCrop(140), transforms.Resize(spec.size, antialias=True), transforms.PILToTensor(),
     ])
-    try:
-        ds = CelebA(root, split="train" if split == "train" else "test", target_type=[], transform=tf,
-                    download=spec.download)
-    except Exception as err:  # noqa: BLE001
-        raise _unavailable(
-            "celeba", root, err,
-            f"put img_align_celeba/ (unzipped img_align_celeba.zip), list_eval_partition.txt, "
-            f"list_attr_celeba.txt, identity_CelebA.txt, list_bbox_celeba.txt and "
-            f"list_landmarks_align_celeba.txt from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html "
-            f"into {root}/celeba/",
-        ) from err
+    ds = _fetch(
+        "celeba", root,
+        f"put img_align_celeba/ (unzipped img_align_celeba.zip), list_eval_partition.txt, "
+        f"list_attr_celeba.txt, identity_CelebA.txt, list_bbox_celeba.txt and "
+        f"list_landmarks_align_celeba.txt from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html "
+        f"into {root}/celeba/",
+        lambda: CelebA(root, split=split, target_type=[], transform=tf, download=spec.download),
+    )
     return _pil_to_set(ds, "celeba")
 
 
@@ -159,15 +158,13 @@ def _lsun_church(spec: DatasetSpec, split: Split) -> ImageSet:
     tf = transforms.Compose([
         transforms.Resize(spec.size, antialias=True), transforms.CenterCrop(spec.size), transforms.PILToTensor(),
     ])
-    try:
-        ds = LSUN(str(root), classes=[category], transform=tf)
-    except Exception as err:  # noqa: BLE001 - missing lmdb package or folder
-        raise _unavailable(
-            "lsun_church", root, err,
-            f"torchvision cannot download LSUN: get {category}_lmdb.zip with the LSUN download script "
-            f"(https://github.com/fyu/lsun, `python download.py -c church_outdoor`), unzip it to "
-            f"{root}/{category}_lmdb/ and `pip install lmdb`",
-        ) from err
+    ds = _fetch(
+        "lsun_church", root,
+        f"torchvision cannot download LSUN: get {category}_lmdb.zip with the LSUN download script "
+        f"(https://github.com/fyu/lsun, `python download.py -c church_outdoor`), unzip it to "
+        f"{root}/{category}_lmdb/ and `pip install lmdb`",
+        lambda: LSUN(str(root), classes=[category], transform=tf),
+    )
     return _pil_to_set(ds, "lsun_church")
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, positive
+from .config import ConfigError, build, positive, to_dict
 from .diffusion import Diffusion, DiffusionConfig
 from .models import ARCHITECTURES, CUNetConfig, build_model, check_image_size
 from .samplers import SamplerSpec, sample
@@ -145,7 +145,7 @@ def train_step_memory(arch: str, config: Any, shape: Sequence[int], batch: int, 
         _train_step(model, diffusion, shape, batch)
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    job = json.dumps({"arch": arch, "config": _plain(config), "shape": list(shape), "batch": batch,
+    job = json.dumps({"arch": arch, "config": to_dict(config), "shape": list(shape), "batch": batch,
                       "threads": torch.get_num_threads()})
     proc = subprocess.run([sys.executable, "-m", "missingu.profiling", job], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -153,15 +153,7 @@ def train_step_memory(arch: str, config: Any, shape: Sequence[int], batch: int, 
     return json.loads(proc.stdout.strip().splitlines()[-1])["step_mib"]
 
 
-def _plain(config: Any) -> dict:
-    from .config import to_dict
-
-    return to_dict(config)
-
-
 def _memory_worker(job: dict) -> None:
-    from .config import build
-
     torch.set_num_threads(job["threads"])
     arch = ARCHITECTURES[job["arch"]]
     config = build(arch.config_cls, job["config"], "model")
