@@ -139,3 +139,18 @@ def test_claims_table_verdicts():
     assert "20% faster" in table.loc["time per call, batch 1", "detail"]
     profile.loc[1, "preset"] = "digits"
     assert all(v.endswith("(indicative: not the paper's architectures)") for v in claims_table(profile, _claims())["verdict"])
+
+
+def test_training_memory_is_measured_and_the_adjoint_saves_some():
+    """A fresh subprocess per measurement; a large parent process must not hide the step
+    (ru_maxrss is inherited across fork, which once made every CPU row read 0 MiB)."""
+    from missingu.models import CUNetConfig
+    from missingu.profiling import train_step_memory
+
+    ballast = torch.ones(300_000_000, dtype=torch.uint8)  # make this process large
+    config = CUNetConfig(channels=(32, 32), attention=("none", "none"), solver_steps=8)
+    direct = train_step_memory("cunet", config, (1, 32, 32), 16, torch.device("cpu"))
+    adjoint = train_step_memory("cunet", CUNetConfig(**{**config.__dict__, "adjoint": True}), (1, 32, 32), 16,
+                                torch.device("cpu"))
+    assert direct > 5 and 0 < adjoint < direct
+    del ballast

@@ -4,15 +4,14 @@ FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts matmu
 convolutions (2 FLOPs per multiply-accumulate) and follows every ODE-function evaluation
 inside torchdiffeq; MACs = FLOPs / 2. Element-wise ops, norms and resampling are not counted.
 Latency is the median of ``repeats`` timed calls after ``warmup`` untimed ones (CUDA:
-synchronised CUDA events). Training memory is ``torch.cuda.max_memory_allocated`` on CUDA and
-the growth of the peak RSS of a fresh subprocess over one training step on the CPU.
+synchronised CUDA events). Training memory is ``torch.cuda.max_memory_allocated`` on CUDA and,
+on the CPU, how far one training step raises the resident set of a fresh subprocess.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -133,8 +132,8 @@ def _train_step(model: nn.Module, diffusion: Diffusion, shape: Sequence[int], ba
 def train_step_memory(arch: str, config: Any, shape: Sequence[int], batch: int, device: torch.device) -> float:
     """Peak memory (MiB) of one training step (forward, backward, AdamW update).
 
-    CUDA: ``max_memory_allocated`` minus the memory held before the step. CPU: a fresh
-    subprocess builds the model, then reports how much one step raised its peak RSS.
+    CUDA: ``max_memory_allocated`` minus the memory held before the step. CPU (Linux): a fresh
+    subprocess builds the model, then reports how far one step raised its resident set.
     """
     if device.type == "cuda":
         model = build_model(arch, config, shape[0], shape[1]).to(device)
@@ -153,17 +152,33 @@ def train_step_memory(arch: str, config: Any, shape: Sequence[int], batch: int, 
     return json.loads(proc.stdout.strip().splitlines()[-1])["step_mib"]
 
 
+def _status_kib(field_name: str) -> int:
+    """A ``Vm*`` field of /proc/self/status (Linux), in KiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
 def _memory_worker(job: dict) -> None:
+    """One training step in a fresh process; prints how far it raised the resident set.
+
+    The peak (VmHWM) is reset to the current RSS right before the step by writing 5 to
+    /proc/self/clear_refs. (``ru_maxrss`` would not do: it keeps the parent's size across fork.)
+    """
     torch.set_num_threads(job["threads"])
     arch = ARCHITECTURES[job["arch"]]
     config = build(arch.config_cls, job["config"], "model")
     shape = job["shape"]
     model = build_model(job["arch"], config, shape[0], shape[1])
     diffusion = Diffusion(DiffusionConfig())
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    before = _status_kib("VmRSS")
     _train_step(model, diffusion, shape, job["batch"])
-    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"step_mib": (peak_after - peak_before) / 1024, "peak_rss_mib": peak_after / 1024}))
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"step_mib": (peak - before) / 1024, "peak_rss_mib": peak / 1024}))
 
 
 @dataclass(frozen=True)
