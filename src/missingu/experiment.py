@@ -68,8 +68,6 @@ class ExperimentConfig:
                 raise ConfigError(f"{key}: names must be unique; {dupes[0]!r} appears twice")
         if not self.datasets:
             raise ConfigError("datasets: needs at least one entry")
-        if not self.models:
-            raise ConfigError("models: needs at least one entry")
         resolve_device(self.device, check_available=False)
         for data in self.datasets:
             for model in self.models:
@@ -90,6 +88,8 @@ class ExperimentConfig:
 
 def _pick(entries: Sequence[E], name: str | None, key: str) -> E:
     names = [e.name for e in entries]
+    if not entries:
+        raise ConfigError(f"{key}: the config has no entries")
     if name is None:
         if len(entries) == 1:
             return entries[0]

@@ -120,6 +120,17 @@ class TrainResult:
     resumed_from: int
 
 
+def check_resume(out_dir: str | Path, meta: Mapping[str, Any]) -> int | None:
+    """The step of ``out_dir/resume.pt`` if it exists (None otherwise); raises ``ConfigError``
+    when it was written by a different configuration (``train.steps`` may differ)."""
+    path = Path(out_dir) / RESUME_FILE
+    if not path.exists():
+        return None
+    state = load_torch(path)
+    _compare_meta(state["meta"], meta, path)
+    return int(state["step"])
+
+
 def _compare_meta(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
     for key in sorted(set(saved) | set(current)):
         if key == "train":

@@ -21,7 +21,6 @@ def _names(key):
 DATASETS = _names("datasets")
 MODELS = _names("models")
 SAMPLERS = _names("samplers")
-SPLITS = ["train", "test"]
 
 wildcard_constraints:
     dataset="|".join(map(str, DATASETS)) or "NONE",
@@ -62,37 +61,35 @@ def _entry(key, name):
     return next(e for e in config[key] if e["name"] == name)
 
 
-def _cli_config(dataset, model=None, sampler=None, sections=()):
+def _cli_config(datasets, models, samplers=(), sections=()):
     """The config a step depends on, as shell-quoted JSON: Snakemake reruns a step exactly
     when one of these entries changes (its params change)."""
     data = {key: config[key] for key in ("seed", "device", *sections) if key in config}
-    data["datasets"] = [_entry("datasets", dataset)]
-    data["models"] = [_entry("models", model)] if model else config["models"][:1]
-    data["samplers"] = [_entry("samplers", sampler)] if sampler else []
+    data["datasets"] = [_entry("datasets", name) for name in datasets]
+    data["models"] = [_entry("models", name) for name in models]
+    data["samplers"] = [_entry("samplers", name) for name in samplers]
     return shlex.quote(json.dumps(data, sort_keys=True))
 
 
 def data_config(wildcards):
-    return _cli_config(wildcards.dataset)
+    return _cli_config([wildcards.dataset], [])
 
 
 def train_config(wildcards):
-    return _cli_config(wildcards.dataset, wildcards.model, sections=("diffusion", "train"))
+    return _cli_config([wildcards.dataset], [wildcards.model], sections=("diffusion", "train"))
 
 
 def profile_config(wildcards):
     """Every dataset and model (the profile covers them all) and the profile settings."""
-    data = {key: config[key] for key in ("seed", "device", "diffusion", "profile") if key in config}
-    data.update(datasets=config["datasets"], models=config["models"], samplers=[])
-    return shlex.quote(json.dumps(data, sort_keys=True))
+    return _cli_config(DATASETS, MODELS, sections=("diffusion", "profile"))
 
 
-def checkpoint_args(wildcards, input):
+def checkpoint_args(wildcards):
     """`--checkpoint dataset/model=path` for every trained model, so the profile uses trained
-    weights at each dataset's shape."""
-    pairs = itertools.product(DATASETS, MODELS)
+    weights at each dataset's shape (the same paths as `train_outputs()`)."""
     return " ".join(
-        f"--checkpoint {shlex.quote(f'{d}/{m}={path}')}" for (d, m), path in zip(pairs, input.checkpoints)
+        shlex.quote(f"--checkpoint={d}/{m}=results/train/{d}/{m}/ema.pt")
+        for d, m in itertools.product(DATASETS, MODELS)
     )
 
 
@@ -106,7 +103,7 @@ def all_cores(wildcards):
 
 
 def sample_config(wildcards):
-    return _cli_config(wildcards.dataset, wildcards.model, wildcards.sampler, sections=("sample",))
+    return _cli_config([wildcards.dataset], [wildcards.model], [wildcards.sampler], sections=("sample",))
 
 
 def train_outputs(what="ema.pt"):
