@@ -137,6 +137,8 @@ def test_claims_table_verdicts():
     assert table.loc["FLOPs per call", "verdict"] == "not reproduced"
     assert table.loc["time per call, batch 1", "verdict"] == "reproduced"
     assert "20% faster" in table.loc["time per call, batch 1", "detail"]
+    profile.loc[1, "latency_ms_b1"] = 10.3  # 3% slower: within the band the claims file calls inconclusive
+    assert claims_table(profile, _claims()).set_index("metric").loc["time per call, batch 1", "verdict"] == "inconclusive"
     profile.loc[1, "preset"] = "digits"
     assert all(v.endswith("(indicative: not the paper's architectures)") for v in claims_table(profile, _claims())["verdict"])
 

@@ -7,6 +7,7 @@ nothing here trains or samples. Needs the ``pipeline`` extra (pandas, matplotlib
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -168,8 +169,9 @@ def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFra
     """Measured cU-Net / U-Net ratios beside the claimed ones, with a verdict in words.
 
     Every (U-Net, cU-Net) pair of base rows at the same input shape is compared; a claim
-    holds when the measured ratio is at most its ``holds_up_to``. Pairs that are not both
-    ``paper`` presets are marked indicative."""
+    holds when the measured ratio is at most its ``holds_up_to``; a ratio inside its
+    ``inconclusive_between`` band is called inconclusive. Pairs that are not both ``paper``
+    presets are marked indicative."""
     ratios = claims["missing_u"]["ratios"]
     base = profile[profile["variant"] == "base"]
     rows = []
@@ -183,6 +185,7 @@ def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFra
                     ratio = float(c[col]) / float(u[col])
                     claim = ratios[key]
                     holds = ratio <= claim["holds_up_to"]
+                    low, high = claim.get("inconclusive_between", (math.inf, -math.inf))
                     if key == "inference_time":
                         change = "faster" if ratio < 1 else "slower"
                         detail = f"cU-Net takes {ratio:.0%} of the U-Net's time ({abs(1 - ratio):.0%} {change})"
@@ -192,7 +195,8 @@ def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFra
                         "shape": shape, "pair": f"{c['model']} ({c['preset']}) / {u['model']} ({u['preset']})",
                         "metric": label, "claimed_ratio": claim["claimed"], "claim": claim["wording"],
                         "measured_ratio": round(ratio, 4),
-                        "verdict": ("reproduced" if holds else "not reproduced")
+                        "verdict": ("inconclusive" if low <= ratio <= high else
+                                    "reproduced" if holds else "not reproduced")
                         + ("" if paper else " (indicative: not the paper's architectures)"),
                         "detail": detail, "device": u["device_name"],
                     })
