@@ -83,3 +83,14 @@ def test_console_script_installed():
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("prepare-data", "train", "sample", "info"):
         assert command in out
+
+
+def test_refused_resume_leaves_the_run_record_alone(tmp_path, tiny_config_file, capsys):
+    cfg = str(tiny_config_file)
+    run = tmp_path / "run"
+    assert main(["train", "--config", cfg, "--model", "unet", "--out-dir", str(run), "--no-progress"]) == 0
+    before = (run / "config.json").read_text()
+    assert main(["train", "--config", cfg, "--model", "unet", "--out-dir", str(run), "--no-progress",
+                 "--set", "train.lr=0.5"]) == 1
+    assert "was written by a different configuration (train:" in capsys.readouterr().err
+    assert (run / "config.json").read_text() == before

@@ -34,7 +34,7 @@ from .io import save_grid, save_json, save_torch
 from .models import model_from_meta, model_from_spec
 from .profiling import count_parameters, measure_call, profile_experiment, write_rows
 from .samplers import sample
-from .train import TrainingDiverged, check_resume, load_snapshot, train
+from .train import TrainingDiverged, load_snapshot, train
 
 log = logging.getLogger("missingu")
 
@@ -96,13 +96,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     if data.shape != (c, h, w):
         raise ConfigError(f"--data {args.data} holds images of shape {data.shape}, the config wants {(c, h, w)}")
     out = Path(args.out_dir)
-    check_resume(out, meta)  # a different run's checkpoint fails here, before config.json is touched
-    save_json({"meta": meta, "config": to_dict(cfg), "version": __version__}, out / "config.json")
     log.info("training %s (%s, %d parameters) on %s (%d images) on %s for %d steps",
              meta["model_name"], meta["arch"], count_parameters(model), meta["dataset"], len(data),
              device, cfg.train.steps)
     train(model, Diffusion(cfg.diffusion), data.images, cfg.train, out, seed=cfg.seed, device=device,
-          meta=meta, hflip=meta["hflip"], progress=not args.no_progress)
+          meta=meta, record={"meta": meta, "config": to_dict(cfg), "version": __version__},
+          hflip=meta["hflip"], progress=not args.no_progress)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -30,7 +30,7 @@ from . import __version__
 from .config import ConfigError, in_range, positive
 from .data import to_model_range
 from .diffusion import Diffusion
-from .io import atomic_open, load_torch, save_torch
+from .io import atomic_open, load_torch, save_json, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -120,17 +120,6 @@ class TrainResult:
     resumed_from: int
 
 
-def check_resume(out_dir: str | Path, meta: Mapping[str, Any]) -> int | None:
-    """The step of ``out_dir/resume.pt`` if it exists (None otherwise); raises ``ConfigError``
-    when it was written by a different configuration (``train.steps`` may differ)."""
-    path = Path(out_dir) / RESUME_FILE
-    if not path.exists():
-        return None
-    state = load_torch(path)
-    _compare_meta(state["meta"], meta, path)
-    return int(state["step"])
-
-
 def _compare_meta(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
     for key in sorted(set(saved) | set(current)):
         if key == "train":
@@ -162,6 +151,7 @@ def train(
     seed: int = 0,
     device: torch.device | str = "cpu",
     meta: Mapping[str, Any] | None = None,
+    record: Mapping[str, Any] | None = None,
     hflip: bool = False,
     on_step: Callable[[int, float], None] | None = None,
     progress: bool = True,
@@ -170,8 +160,10 @@ def train(
 
     Resumes from ``out_dir/resume.pt`` when present (its ``meta`` must match, ``train.steps``
     aside). ``meta`` (plain data: architecture, model and diffusion config, dataset) goes
-    into every checkpoint. ``hflip`` flips half the images left-right (for datasets where that
-    is a valid augmentation). ``on_step(step, loss)`` is called after each optimizer step.
+    into every checkpoint; ``record`` (the resolved run config) is written to ``config.json``
+    once the checkpoint, if any, is known to belong to this run. ``hflip`` flips half the
+    images left-right (for datasets where that is a valid augmentation). ``on_step(step, loss)``
+    is called after each optimizer step.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +192,8 @@ def train(
         start, history, elapsed = state["step"], list(state["history"]), state["elapsed"]
         window, last_saved = list(state["window"]), start
         log.info("resuming %s from step %d of %d", out_dir, start, config.steps)
+    if record is not None:
+        save_json(record, out_dir / "config.json")
     _write_loss_csv(loss_path, history)
 
     def checkpoint(step: int) -> None:
