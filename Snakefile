@@ -28,3 +28,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+        "results/report.html",
