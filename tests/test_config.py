@@ -32,6 +32,7 @@ def test_tiny_config_is_valid(tiny_config):
         (("diffusion", "timesteps"), 0, "diffusion.timesteps: must be positive, got 0"),
         (("train", "batch_size"), "many", "train.batch_size: expected an integer, got 'many'"),
         (("train", "lr"), True, "train.lr: expected a number, got True"),
+        (("train", "lr"), "2e-3", "train.lr: expected a number, got '2e-3' (YAML reads 2e-3 as text; write it with a dot: 0.002)"),
         (("device",), "tpu", "device: unknown 'tpu'; allowed: auto, cpu, cuda, cuda:N, mps"),
     ],
 )
