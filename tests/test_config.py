@@ -6,7 +6,7 @@ import pytest
 
 from missingu.config import ConfigError, apply_overrides
 from missingu.diffusion import DiffusionConfig
-from missingu.experiment import parse_experiment
+from missingu.experiment import load_experiment, parse_experiment
 
 
 def test_tiny_config_is_valid(tiny_config):
@@ -120,3 +120,37 @@ def test_pick_entry_by_name(tiny_config):
         cfg.model()
     with pytest.raises(ConfigError, match="samplers: no entry named 'heun'; allowed: ddpm, ddim, pf_ode"):
         cfg.sampler("heun")
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", "-x", ".hidden", "two words", "ü", ""])
+def test_entry_names_must_be_safe_in_paths_and_wildcards(tiny_config, name):
+    tiny_config["samplers"][0]["name"] = name
+    with pytest.raises(ConfigError, match=r"^samplers\[0\]\.name: .* cannot name files; use letters, digits"):
+        parse_experiment(tiny_config)
+
+
+@pytest.mark.parametrize("section", ["samplers", "profile"])
+def test_ddim_steps_beyond_the_diffusion_steps(tiny_config, section):
+    bad = {"name": "ddim99", "kind": "ddim", "steps": 99}  # tiny config: 50 diffusion steps
+    if section == "samplers":
+        tiny_config["samplers"].append(bad)
+        key = r"samplers\[3\]"
+    else:
+        tiny_config["profile"] = {"samplers": [bad]}
+        key = r"profile\.samplers\[0\]"
+    with pytest.raises(ConfigError, match=rf"^{key}\.steps: DDIM sampler 'ddim99' asks for 99 steps; at most "
+                       r"diffusion\.timesteps \(50\)"):
+        parse_experiment(tiny_config)
+
+
+def test_profile_sampler_names_are_unique(tiny_config):
+    tiny_config["profile"] = {"samplers": [{"name": "s", "kind": "ddpm"}, {"name": "s", "kind": "ddim"}]}
+    with pytest.raises(ConfigError, match="profile.samplers: names must be unique; 's' appears twice"):
+        parse_experiment(tiny_config)
+
+
+def test_config_file_that_is_not_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("datasets: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML"):
+        load_experiment(path)

@@ -13,7 +13,7 @@ import yaml
 from missingu.config import to_dict
 from missingu.data import SOURCES, DatasetSpec
 from missingu.diffusion import SCHEDULES, DiffusionConfig
-from missingu.experiment import ExperimentConfig, SampleConfig, SlurmConfig, load_experiment
+from missingu.experiment import ExperimentConfig, SampleConfig, load_experiment
 from missingu.models import ARCHITECTURES, ModelSpec
 from missingu.models.ode_block import SOLVERS
 from missingu.profiling import ProfileConfig
@@ -23,8 +23,7 @@ from missingu.train import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 SECTIONS = {
-    "diffusion": DiffusionConfig, "train": TrainConfig, "sample": SampleConfig, "slurm": SlurmConfig,
-    "profile": ProfileConfig,
+    "diffusion": DiffusionConfig, "train": TrainConfig, "sample": SampleConfig, "profile": ProfileConfig,
 }
 ITEMS = {"datasets": DatasetSpec, "models": ModelSpec, "samplers": SamplerSpec}
 
@@ -116,3 +115,10 @@ def test_conda_environment_lists_the_package_dependencies():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert set(pip) == wanted
+
+
+def test_schema_name_pattern_is_the_package_one():
+    from missingu.config import NAME_PATTERN
+
+    for key in ITEMS:
+        assert SCHEMA["properties"][key]["items"]["properties"]["name"]["pattern"] == NAME_PATTERN

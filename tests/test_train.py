@@ -92,6 +92,38 @@ def test_resume_refuses_a_different_configuration(tmp_path, tiny_config):
     out = train(model, diffusion, images, more, tmp_path, meta={"model": {"channels": [16, 16]},
                                                                   "train": {"steps": 3}}, progress=False)
     assert out.step == 3 and out.resumed_from == 2
+    # fewer steps than the checkpoint holds is: the run would silently be longer than asked
+    with pytest.raises(ConfigError, match=r"\(train.steps: the checkpoint is at step 3, beyond the 2 asked now\)"):
+        train(model, diffusion, images, tcfg, tmp_path, meta={"model": {"channels": [16, 16]}}, progress=False)
+
+
+def test_restart_on_change_sets_the_old_state_aside(tmp_path, tiny_config, caplog):
+    model, diffusion, images = _setup(tiny_config)
+    tcfg = TrainConfig(steps=2, batch_size=4, checkpoint_every=1, log_every=1)
+    old_meta, new_meta = {"train": {"lr": 1e-3}}, {"train": {"lr": 2e-3}}
+    train(model, diffusion, images, tcfg, tmp_path, meta=old_meta, progress=False)
+    old_state = _state(tmp_path / "resume.pt")
+    with caplog.at_level("WARNING", logger="missingu.train"):
+        out = train(model, diffusion, images, tcfg, tmp_path, meta=new_meta, progress=False,
+                    on_config_change="restart")
+    assert out.resumed_from == 0 and out.step == 2
+    assert "different configuration (train: {'lr': 0.001} there, {'lr': 0.002} now); moved it to" in caplog.text
+    kept = list((tmp_path / "superseded").glob("resume-*.pt"))
+    assert len(kept) == 1 and _state(kept[0])["meta"] == old_state["meta"]
+    assert _state(tmp_path / "resume.pt")["meta"] == new_meta
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "loss.csv"))] == [1, 2]
+    # the same configuration again resumes (nothing to do), it does not restart
+    again = train(model, diffusion, images, tcfg, tmp_path, meta=new_meta, progress=False, on_config_change="restart")
+    assert again.resumed_from == 2 and len(list((tmp_path / "superseded").iterdir())) == 1
+
+
+def test_checkpoint_interval_may_change_on_resume(tmp_path, tiny_config):
+    model, diffusion, images = _setup(tiny_config)
+    first = TrainConfig(steps=2, batch_size=4, checkpoint_every=2)
+    train(model, diffusion, images, first, tmp_path, meta={"train": {"checkpoint_every": 2}}, progress=False)
+    more = TrainConfig(steps=4, batch_size=4, checkpoint_every=1)
+    out = train(model, diffusion, images, more, tmp_path, meta={"train": {"checkpoint_every": 1}}, progress=False)
+    assert out.resumed_from == 2
 
 
 def test_nan_loss_names_the_step(tmp_path, tiny_config):

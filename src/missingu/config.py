@@ -8,6 +8,7 @@ section rejects keys it does not know and values of the wrong type, naming the k
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -149,6 +150,21 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+# Entry names become folder and file names and Snakemake wildcard values: letters, digits, ``_``,
+# ``.`` and ``-``, starting with a letter or digit (so never ``..``, a hidden file or an option).
+# The schema's ``name`` pattern is this one (tested).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def entry_name(value: str, key: str = "name") -> None:
+    """Raise ``ConfigError`` unless ``value`` is safe as a file name and a wildcard value."""
+    if not isinstance(value, str) or not re.fullmatch(NAME_PATTERN, value):
+        raise ConfigError(
+            f"{key}: {value!r} cannot name files; use letters, digits, '_', '.' and '-', starting with a "
+            f"letter or digit"
+        )
+
+
 def positive(value: float, key: str) -> None:
     """Raise ``ConfigError`` unless ``value > 0``."""
     if not value > 0:
@@ -173,7 +189,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     with path.open() as fh:
-        data = yaml.safe_load(fh)
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .config import ConfigError, choose, positive
-from .io import load_torch, save_torch
+from .config import ConfigError, choose, entry_name, positive
+from .io import InputFileError, load_torch, save_torch
 
 Split = Literal["train", "test"]
 T = TypeVar("T")
@@ -81,11 +81,12 @@ def _digits(spec: DatasetSpec, split: Split) -> ImageSet:
 
 
 def _fetch(name: str, root: Path, stage: str, make: Callable[[], T]) -> T:
-    """Open a torchvision dataset; any failure (files missing, no network, no lmdb) becomes
-    :class:`DatasetUnavailable` saying what to stage where."""
+    """Open a torchvision dataset; the failures of a dataset that is not there (torchvision's
+    RuntimeError for missing or corrupt files, URLError and other OSErrors without network,
+    ImportError without lmdb) become :class:`DatasetUnavailable` saying what to stage where."""
     try:
         return make()
-    except Exception as err:  # noqa: BLE001 - torchvision raises RuntimeError, URLError, ImportError...
+    except (RuntimeError, OSError, ImportError) as err:
         raise DatasetUnavailable(
             f"dataset {name!r} is not in {root} and could not be fetched ({type(err).__name__}: {err}). "
             f"On a machine with internet it downloads itself into {root}; offline, stage it by hand: {stage}"
@@ -202,6 +203,7 @@ class DatasetSpec:
     max_images: int | None = None
 
     def __post_init__(self) -> None:
+        entry_name(self.name)
         choose(SOURCES, self.source_name, "dataset", "source" if self.source else "name")
         if self.image_size is not None:
             positive(self.image_size, "image_size")
@@ -244,8 +246,11 @@ def load_imageset(path: str | Path) -> ImageSet:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prepared dataset {path} does not exist (run `missingu prepare-data`)")
-    blob = load_torch(path)
-    if not isinstance(blob, dict) or "images" not in blob or blob["images"].dtype != torch.uint8:
-        raise ValueError(f"{path} is not a prepared dataset (expected uint8 'images' and 'labels')")
-    return ImageSet(blob["images"], blob["labels"])
+    what = "a prepared dataset (written by `missingu prepare-data`: uint8 'images' and 'labels')"
+    blob = load_torch(path, what=what)
+    images = blob.get("images") if isinstance(blob, dict) else None
+    if not (isinstance(images, Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+            and isinstance(blob.get("labels"), Tensor)):
+        raise InputFileError(f"{path} is not {what}")
+    return ImageSet(images, blob["labels"])
 

@@ -37,15 +37,6 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
-class SlurmConfig:
-    """Cluster settings read by the pipeline's slurm profile (unset: ``$SBATCH_PARTITION`` /
-    ``$SBATCH_ACCOUNT``); the library itself ignores them."""
-
-    partition: str | None = None
-    account: str | None = None
-
-
-@dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one experiment needs; lists hold named entries."""
 
@@ -58,14 +49,21 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self) -> None:
-        for key in ("datasets", "models", "samplers"):
-            names = [e.name for e in getattr(self, key)]
+        for key, entries in (("datasets", self.datasets), ("models", self.models), ("samplers", self.samplers),
+                             ("profile.samplers", self.profile.samplers)):
+            names = [e.name for e in entries]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ConfigError(f"{key}: names must be unique; {dupes[0]!r} appears twice")
+        for key, samplers in (("samplers", self.samplers), ("profile.samplers", self.profile.samplers)):
+            for i, spec in enumerate(samplers):
+                if spec.kind == "ddim" and spec.steps > self.diffusion.timesteps:
+                    raise ConfigError(
+                        f"{key}[{i}].steps: DDIM sampler {spec.name!r} asks for {spec.steps} steps; at most "
+                        f"diffusion.timesteps ({self.diffusion.timesteps})"
+                    )
         if not self.datasets:
             raise ConfigError("datasets: needs at least one entry")
         resolve_device(self.device, check_available=False)

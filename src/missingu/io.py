@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,9 +48,31 @@ def save_torch(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
-def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``: plain data and tensors only, no code."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+class InputFileError(ValueError):
+    """A file given as input is missing, corrupt or of the wrong kind; the message names the
+    file and what was expected."""
+
+
+def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what: str = "a torch file") -> Any:
+    """``torch.load`` with ``weights_only=True``: plain data and tensors only, no code.
+
+    A missing file, a file that ``torch.save`` did not write (text, truncated) or one holding
+    other objects raises :class:`InputFileError` naming ``path`` and ``what`` was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path} does not exist; expected {what}")
+    if not zipfile.is_zipfile(path):
+        raise InputFileError(f"{path} is not {what}: torch.save did not write it (another kind of file, or cut short)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0]
+        raise InputFileError(f"{path} is not {what}: it holds more than tensors and plain data ({first})") from None
+    except RuntimeError as err:
+        if "PytorchStreamReader" not in str(err):  # torch's archive reader; anything else is not ours to name
+            raise
+        raise InputFileError(f"{path} is not {what}: {str(err).splitlines()[0]}") from None
 
 
 def save_json(obj: Any, path: str | Path) -> None:

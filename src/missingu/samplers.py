@@ -19,7 +19,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 from tqdm.auto import tqdm
 
-from .config import ConfigError, choose, in_range, positive
+from .config import ConfigError, choose, entry_name, in_range, positive
 from .diffusion import Denoiser, Diffusion
 from .models.ode_block import EVALS_PER_STEP, FIXED_STEP_SOLVERS, SOLVERS
 
@@ -186,6 +186,7 @@ class SamplerSpec:
     atol: float = 1e-5
 
     def __post_init__(self) -> None:
+        entry_name(self.name)
         choose(SAMPLERS, self.kind, "sampler", "kind")
         positive(self.steps, "steps")
         in_range(self.eta, 0.0, 1.0, "eta")

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,13 +33,14 @@ from . import __version__
 from .config import ConfigError, in_range, positive
 from .data import to_model_range
 from .diffusion import Diffusion
-from .io import atomic_open, load_torch, save_json, save_torch
+from .io import InputFileError, atomic_open, load_torch, save_json, save_torch
 
 log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"
 EMA_FILE = "ema.pt"
 LOSS_FILE = "loss.csv"
+SUPERSEDED_DIR = "superseded"
 LOSS_COLUMNS = ("step", "loss", "grad_norm", "lr", "seconds")
 SNAPSHOT_FORMAT = "missingu.ema/1"
 
@@ -120,18 +124,61 @@ class TrainResult:
     resumed_from: int
 
 
-def _compare_meta(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
+# Keys of ``meta["train"]`` that do not change the trained weights: a resume may differ in them.
+# (``steps`` may grow: the run continues; a checkpoint beyond the steps asked is a difference.)
+_RESUMABLE_TRAIN_KEYS = ("steps", "checkpoint_every")
+
+
+def config_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """The first difference between a checkpoint's ``meta`` and this run's, as
+    ``"key: A there, B now"``, or ``None`` when the checkpoint can be resumed."""
     for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
         if key == "train":
-            a = {k: v for k, v in saved.get(key, {}).items() if k != "steps"}
-            b = {k: v for k, v in current.get(key, {}).items() if k != "steps"}
-        else:
-            a, b = saved.get(key), current.get(key)
+            a = {k: v for k, v in (a or {}).items() if k not in _RESUMABLE_TRAIN_KEYS}
+            b = {k: v for k, v in (b or {}).items() if k not in _RESUMABLE_TRAIN_KEYS}
         if a != b:
-            raise ConfigError(
-                f"{path} was written by a different configuration ({key}: {a!r} there, {b!r} now); "
-                f"delete it to start over or use another output folder"
-            )
+            return f"{key}: {a!r} there, {b!r} now"
+    return None
+
+
+def fingerprint(meta: Mapping[str, Any]) -> str:
+    """A short hash of a run's ``meta``: names the resume state a configuration wrote."""
+    text = json.dumps(meta, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _set_aside(resume_path: Path, saved_meta: Mapping[str, Any]) -> Path:
+    """Move a stale resume state to ``superseded/resume-<fingerprint>.pt`` beside it (kept, not deleted)."""
+    target = resume_path.parent / SUPERSEDED_DIR / f"resume-{fingerprint(saved_meta)}.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(resume_path, target)
+    return target
+
+
+def _resume_state(
+    path: Path, meta: Mapping[str, Any], steps: int, on_config_change: str, device: torch.device
+) -> dict[str, Any] | None:
+    """The resume state at ``path`` when it belongs to this run; ``None`` when there is none or
+    (``on_config_change="restart"``) it was set aside; else a ``ConfigError`` naming the difference."""
+    if not path.exists():
+        return None
+    state = load_torch(path, map_location=device, what="a resume state written by missingu train")
+    difference = config_difference(state["meta"], meta)
+    if difference is None and state["step"] > steps:
+        difference = f"train.steps: the checkpoint is at step {state['step']}, beyond the {steps} asked now"
+    if difference is None:
+        return state
+    if on_config_change != "restart":
+        raise ConfigError(
+            f"{path} was written by a different configuration ({difference}); delete it or restart "
+            f"explicitly (missingu train --restart-on-change moves it to {SUPERSEDED_DIR}/), or use another "
+            f"output folder"
+        )
+    moved = _set_aside(path, state["meta"])
+    log.warning("%s was written by a different configuration (%s); moved it to %s and training from step 0",
+                path, difference, moved)
+    return None
 
 
 def _write_loss_csv(path: Path, rows: list[dict[str, float]]) -> None:
@@ -155,12 +202,17 @@ def train(
     hflip: bool = False,
     on_step: Callable[[int, float], None] | None = None,
     progress: bool = True,
+    on_config_change: Literal["refuse", "restart"] = "refuse",
 ) -> TrainResult:
     """Train ``model`` to denoise ``images`` (uint8, N x C x H x W) for ``config.steps`` steps.
 
-    Resumes from ``out_dir/resume.pt`` when present (its ``meta`` must match, ``train.steps``
-    aside). ``meta`` (plain data: architecture, model and diffusion config, dataset) goes
-    into every checkpoint; ``record`` (the resolved run config) is written to ``config.json``
+    Resumes from ``out_dir/resume.pt`` when present and its ``meta`` matches (``train.steps``
+    may grow, ``train.checkpoint_every`` may change). A checkpoint of another configuration, or
+    one beyond ``config.steps``, is refused (``on_config_change="refuse"``, a ``ConfigError``
+    naming the difference) or moved to ``out_dir/superseded/`` and training starts from step 0
+    (``"restart"``: the pipeline's choice, since Snakemake reruns training exactly when the
+    configuration changed). ``meta`` (plain data: architecture, model and diffusion config,
+    dataset) goes into every checkpoint; ``record`` (the resolved run config) is written to ``config.json``
     once the checkpoint, if any, is known to belong to this run. ``hflip`` flips half the
     images left-right (for datasets where that is a valid augmentation). ``on_step(step, loss)``
     is called after each optimizer step.
@@ -182,9 +234,8 @@ def train(
 
     start, history, elapsed, window = 0, [], 0.0, [0.0, 0]
     last_saved: int | None = None
-    if resume_path.exists():
-        state = load_torch(resume_path, map_location=device)
-        _compare_meta(state["meta"], meta, resume_path)
+    state = _resume_state(resume_path, meta, config.steps, on_config_change, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -256,11 +307,10 @@ def train(
             if on_step is not None:
                 on_step(done, loss_value)
     bar.close()
-    final_step = max(start, config.steps)
     snapshot = out_dir / EMA_FILE
-    save_snapshot(ema.model, meta, final_step, snapshot)
-    log.info("wrote %s (step %d)", snapshot, final_step)
-    return TrainResult(final_step, loss_value, snapshot, start)
+    save_snapshot(ema.model, meta, config.steps, snapshot)
+    log.info("wrote %s (step %d)", snapshot, config.steps)
+    return TrainResult(config.steps, loss_value, snapshot, start)
 
 
 def save_snapshot(model: nn.Module, meta: Mapping[str, Any], step: int, path: str | Path) -> None:
@@ -278,7 +328,10 @@ def load_snapshot(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (train first: `missingu train`)")
-    blob = load_torch(path)
+    what = f"a missingu inference snapshot ({SNAPSHOT_FORMAT}: the {EMA_FILE} that `missingu train` writes)"
+    blob = load_torch(path, what=what)
     if not isinstance(blob, dict) or blob.get("format") != SNAPSHOT_FORMAT:
-        raise ValueError(f"{path} is not a missingu inference snapshot ({SNAPSHOT_FORMAT})")
+        hint = f"; it is a training resume state: give the {EMA_FILE} beside it" if (
+            isinstance(blob, dict) and "optimizer" in blob and "ema" in blob) else ""
+        raise InputFileError(f"{path} is not {what}{hint}")
     return blob

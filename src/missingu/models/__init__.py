@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..config import ConfigError, build, choose
+from ..config import ConfigError, build, choose, entry_name
 from .cunet import CUNet, CUNetConfig
 from .unet import UNet, UNetConfig
 
@@ -65,6 +65,7 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        entry_name(self.name)
         arch = choose(ARCHITECTURES, self.arch, "architecture", "arch")
         choose(arch.presets, self.preset, f"{self.arch} preset", "preset")
         self.resolve()
