@@ -94,3 +94,86 @@ def test_refused_resume_leaves_the_run_record_alone(tmp_path, tiny_config_file, 
                  "--set", "train.lr=0.5"]) == 1
     assert "was written by a different configuration (train:" in capsys.readouterr().err
     assert (run / "config.json").read_text() == before
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def trained_unet(tmp_path_factory):
+    """A tiny U-Net trained by the CLI: its run folder and the prepared data."""
+    import copy
+
+    from conftest import TINY
+
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = tmp / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(copy.deepcopy(TINY)))
+    data = tmp / "data.pt"
+    assert main(["prepare-data", "--config", str(cfg), "--out", str(data)]) == 0
+    run = tmp / "run"
+    assert main(["train", "--config", str(cfg), "--model", "unet", "--data", str(data), "--out-dir", str(run),
+                 "--no-progress", "--threads", "1"]) == 0
+    return cfg, run, data
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--data"])
+@pytest.mark.parametrize("kind", ["text", "truncated", "other"])
+def test_corrupt_or_wrong_kind_input_files(tmp_path, trained_unet, capsys, flag, kind):
+    cfg, run, data = trained_unet
+    bad = tmp_path / "bad.pt"
+    if kind == "text":
+        bad.write_text("step,loss\n1,0.5\n")
+    elif kind == "truncated":
+        blob = (run / "ema.pt").read_bytes()
+        bad.write_bytes(blob[: len(blob) // 2])
+    else:  # a real torch file of the other kind: data given as a checkpoint and vice versa
+        bad = data if flag == "--checkpoint" else run / "ema.pt"
+    if flag == "--checkpoint":
+        args = ["sample", "--config", str(cfg), "--checkpoint", str(bad), "--sampler", "ddim",
+                "--out", str(tmp_path / "s.pt")]
+        expected = "is not a missingu inference snapshot"
+    else:
+        args = ["train", "--config", str(cfg), "--model", "unet", "--data", str(bad), "--out-dir", str(tmp_path / "r")]
+        expected = "is not a prepared dataset"
+    assert main(args) == 1
+    err = _one_line_error(capsys)
+    assert f"{bad} {expected}" in err
+
+
+def test_resume_state_given_as_checkpoint_says_which_file_to_use(tmp_path, trained_unet, capsys):
+    cfg, run, _ = trained_unet
+    assert main(["sample", "--config", str(cfg), "--checkpoint", str(run / "resume.pt"), "--sampler", "ddim",
+                 "--out", str(tmp_path / "s.pt")]) == 1
+    assert "it is a training resume state: give the ema.pt beside it" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("threads", ["0", "-2"])
+def test_threads_must_be_positive(tiny_config_file, capsys, threads):
+    assert main(["info", "--config", str(tiny_config_file), "--threads", threads]) == 2
+    assert f"--threads must be positive, got {threads}" in _one_line_error(capsys)
+
+
+def test_profile_refuses_a_checkpoint_of_another_architecture(tmp_path, trained_unet, capsys):
+    cfg, run, _ = trained_unet
+    out = tmp_path / "p.csv"
+    assert main(["profile", "--config", str(cfg), "--out", str(out), "--checkpoint", f"digits/cunet={run / 'ema.pt'}"]) == 1
+    err = _one_line_error(capsys)
+    assert f"--checkpoint digits/cunet={run / 'ema.pt'}: its arch is 'unet'; the config's model 'cunet'" in err
+    assert not out.exists()
+
+
+def test_restart_on_change_by_hand(tmp_path, trained_unet, capsys):
+    cfg, run, data = trained_unet
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    args = ["train", "--config", str(cfg), "--model", "unet", "--data", str(data), "--out-dir", str(copy),
+            "--no-progress", "--set", "train.lr=0.002"]
+    assert main(args) == 1
+    assert "--restart-on-change moves it to superseded/" in capsys.readouterr().err
+    assert main([*args, "--restart-on-change"]) == 0
+    assert json.loads((copy / "config.json").read_text())["config"]["train"]["lr"] == 0.002
+    assert len(list((copy / "superseded").glob("resume-*.pt"))) == 1

@@ -11,10 +11,12 @@ import torch
 import yaml
 from torch import nn
 
+from missingu.config import ConfigError
 from missingu.experiment import parse_experiment
 from missingu.models import ARCHITECTURES, build_model
 from missingu.models.ode_block import ODEBlock, SolverConfig
-from missingu.profiling import count_parameters, measure_call, profile_experiment
+from missingu.profile_run import plan, run_profile
+from missingu.profiling import count_parameters, measure_call
 from missingu.report import claims_table
 
 
@@ -96,12 +98,12 @@ def test_flops_agree_with_fvcore(arch, preset, shape):
     assert measure_call(model, shape).flops == pytest.approx(fvcore_flops, rel=0.05)
 
 
-def test_profile_rows(tiny_config):
+def test_profile_rows(tiny_config, tmp_path):
     tiny_config["profile"] = {"shapes": [[1, 8, 8], [3, 8, 8]], "batch_sizes": [1, 2], "warmup": 1, "repeats": 2,
                               "sample_batch": 2, "memory_batch": 2,
                               "samplers": [{"name": "ddim5", "kind": "ddim", "steps": 5}]}
     cfg = parse_experiment(tiny_config)
-    rows = profile_experiment(cfg, torch.device("cpu"))
+    rows = run_profile(cfg, torch.device("cpu"), plan(cfg), tmp_path / "journal.jsonl")
     base = [r for r in rows if r["variant"] == "base"]
     assert {(r["model"], r["shape"]) for r in base} == {(m, s) for m in ("unet", "cunet") for s in ("1x8x8", "3x8x8")}
     for r in base:
@@ -156,3 +158,77 @@ def test_training_memory_is_measured_and_the_adjoint_saves_some():
                                 torch.device("cpu"))
     assert direct > 5 and 0 < adjoint < direct
     del ballast
+
+
+QUICK_PROFILE = {"batch_sizes": [1], "warmup": 0, "repeats": 1, "sample_batch": 1, "memory_batch": 1,
+                 "samplers": [{"name": "ddim2", "kind": "ddim", "steps": 2}]}
+
+
+@pytest.fixture
+def no_memory_subprocess(monkeypatch):
+    """Tests of how rows are kept need no real memory measurement (a subprocess each)."""
+    import missingu.profiling as profiling
+
+    monkeypatch.setattr(profiling, "train_step_memory", lambda *args: 1.0)
+
+
+def test_profile_plan_restrictions(tiny_config):
+    tiny_config["profile"] = {**QUICK_PROFILE, "shapes": [[3, 8, 8]]}
+    cfg = parse_experiment(tiny_config)
+    every = plan(cfg)
+    assert {(j.model, j.shape) for j in every if j.variant == "base"} == {
+        (m, s) for m in ("unet", "cunet") for s in ((1, 8, 8), (3, 8, 8))}
+    assert {j.variant for j in every if j.model == "cunet"} > {"base", "rk4_2"}
+    part = plan(cfg, models=["cunet"], shapes=[(3, 8, 8)])
+    assert {(j.model, j.shape) for j in part} == {("cunet", (3, 8, 8))} and len(part) > 1
+    assert {j.variant for j in plan(parse_experiment({**tiny_config, "profile": {**QUICK_PROFILE, "ablations": False}}))} == {"base"}
+    with pytest.raises(ConfigError, match=r"--shapes: 3x64x64 is not profiled by this config; allowed: 1x8x8, 3x8x8"):
+        plan(cfg, shapes=[(3, 64, 64)])
+    with pytest.raises(ConfigError, match="models: no entry named 'vit'"):
+        plan(cfg, models=["vit"])
+
+
+def test_profile_cut_short_keeps_its_rows_and_a_rerun_measures_only_the_rest(tiny_config, tmp_path, monkeypatch,
+                                                                               no_memory_subprocess):
+    import missingu.profile_run as profile_run
+
+    tiny_config["profile"] = {**QUICK_PROFILE, "ablations": False}
+    cfg = parse_experiment(tiny_config)
+    jobs, journal = plan(cfg), tmp_path / "p.csv.partial.jsonl"
+    measured = []
+    real = profile_run.profile_model
+    monkeypatch.setattr(profile_run, "profile_model", lambda *a, **k: measured.append(a[0]) or real(*a, **k))
+
+    def stop_after_first(rows):
+        if len(rows) == 1:
+            raise KeyboardInterrupt  # Ctrl-C, a time limit: the run ends after one row
+
+    with pytest.raises(KeyboardInterrupt):
+        run_profile(cfg, torch.device("cpu"), jobs, journal, on_row=stop_after_first)
+    assert measured == ["unet"] and len(journal.read_text().splitlines()) == 1
+    with journal.open("a") as fh:
+        fh.write('{"key": "cut sho')  # a line the kill cut in half is ignored
+    rows = run_profile(cfg, torch.device("cpu"), jobs, journal)
+    assert measured == ["unet", "cunet"] and [r["model"] for r in rows] == ["unet", "cunet"]
+    # a changed setting changes every key: nothing is reused
+    cfg2 = parse_experiment({**tiny_config, "profile": {**QUICK_PROFILE, "ablations": False, "repeats": 2}})
+    run_profile(cfg2, torch.device("cpu"), plan(cfg2), journal)
+    assert measured == ["unet", "cunet", "unet", "cunet"]
+
+
+def test_profile_cli_in_parts_merges_into_one_csv(tiny_config, tmp_path, no_memory_subprocess):
+    from missingu.cli import main
+
+    tiny_config["profile"] = {**QUICK_PROFILE, "ablations": False}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    out = tmp_path / "profile.csv"
+    assert main(["profile", "--config", str(path), "--out", str(out), "--models", "unet", "--no-progress"]) == 0
+    assert list(pd.read_csv(out)["model"]) == ["unet"]
+    assert not (tmp_path / "profile.csv.partial.jsonl").exists()
+    assert main(["profile", "--config", str(path), "--out", str(out), "--models", "cunet", "--merge",
+                 "--no-progress"]) == 0
+    merged = pd.read_csv(out)
+    assert list(merged["model"]) == ["unet", "cunet"] and merged["latency_ms_b1"].notna().all()
+    assert main(["profile", "--config", str(path), "--out", str(out), "--models", "cunet", "--no-progress"]) == 0
+    assert list(pd.read_csv(out)["model"]) == ["cunet"]  # without --merge OUT holds this run only

@@ -4,7 +4,8 @@
     missingu train        --config C --dataset D --model M --out-dir DIR [--data data.pt]
     missingu sample       --config C --checkpoint DIR/ema.pt --sampler S --out samples.pt [--grid g.png]
     missingu info         --config C [--dataset D] [--model M]
-    missingu profile      --config C --out efficiency.csv [--checkpoint D/M=ema.pt ...]
+    missingu profile      --config C --out efficiency.csv [--checkpoint D/M=ema.pt ...] [--models M,..]
+                          [--shapes 3x64x64,..] [--merge]
 
 ``--config-json '{...}'`` gives the config inline instead of a file (the pipeline passes each
 step only the config entries it depends on, so Snakemake reruns exactly what changed).
@@ -30,9 +31,19 @@ from .config import ConfigError, apply_overrides, build, to_dict
 from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset
 from .diffusion import Diffusion, DiffusionConfig
 from .experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
-from .io import save_grid, save_json, save_torch
+from .io import InputFileError, save_grid, save_json, save_torch
 from .models import model_from_meta, model_from_spec
-from .profiling import count_parameters, measure_call, profile_experiment, write_rows
+from .profile_run import (
+    check_checkpoints,
+    journal_path,
+    merge_rows,
+    parse_shape,
+    plan,
+    read_rows,
+    run_profile,
+    write_rows,
+)
+from .profiling import count_parameters, measure_call
 from .samplers import sample
 from .train import TrainingDiverged, load_snapshot, train
 
@@ -99,9 +110,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     log.info("training %s (%s, %d parameters) on %s (%d images) on %s for %d steps",
              meta["model_name"], meta["arch"], count_parameters(model), meta["dataset"], len(data),
              device, cfg.train.steps)
+    record = {"meta": meta, "config": to_dict(cfg), "version": __version__,
+              "parameters": count_parameters(model), "device": str(device)}
     train(model, Diffusion(cfg.diffusion), data.images, cfg.train, out, seed=cfg.seed, device=device,
-          meta=meta, record={"meta": meta, "config": to_dict(cfg), "version": __version__},
-          hflip=meta["hflip"], progress=not args.no_progress)
+          meta=meta, record=record, hflip=meta["hflip"], progress=not args.no_progress,
+          on_config_change="restart" if args.restart_on_change else "refuse")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -168,15 +181,26 @@ def _checkpoint_map(items: Sequence[str]) -> dict[tuple[str, str], Path]:
     return out
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [name for name in text.split(",") if name]
+
+
 def cmd_profile(args: argparse.Namespace) -> None:
     cfg = _experiment(args)
     device = resolve_device(args.device or cfg.device)
     checkpoints = _checkpoint_map(args.checkpoint or [])
-    for dataset, model in checkpoints:
-        cfg.dataset(dataset), cfg.model(model)  # unknown names fail here, before any work
-    rows = profile_experiment(cfg, device, checkpoints, progress=not args.no_progress)
-    write_rows(rows, args.out)
-    log.info("wrote %s (%d rows, %s)", args.out, len(rows), rows[0]["device_name"] if rows else "no rows")
+    check_checkpoints(cfg, checkpoints)  # unknown names and mismatched files fail here, before any work
+    shapes = None if args.shapes is None else [parse_shape(s) for s in _names(args.shapes)]
+    jobs = plan(cfg, checkpoints, models=_names(args.models), shapes=shapes)
+    earlier = read_rows(args.out) if args.merge and args.out.is_file() else []
+    journal = journal_path(args.out)
+    log.info("profiling %d rows on %s; each row is kept in %s as it is measured", len(jobs), device, journal)
+    rows = run_profile(cfg, device, jobs, journal, progress=not args.no_progress,
+                       on_row=lambda so_far: write_rows(merge_rows(earlier, so_far), args.out))
+    write_rows(merge_rows(earlier, rows), args.out)
+    journal.unlink()
+    log.info("wrote %s (%d rows measured here, %d kept from before, %s)", args.out, len(rows),
+             len(merge_rows(earlier, rows)) - len(rows), rows[0]["device_name"] if rows else "no rows")
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -213,6 +237,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="prepared dataset file (default: load the dataset)")
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--device", help="override the config's device")
+    p.add_argument("--restart-on-change", action="store_true",
+                   help="a resume.pt of another configuration is moved to OUT_DIR/superseded/ and training "
+                        "starts over (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_train)
 
@@ -235,6 +262,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="CSV, one row per model, variant and input shape")
     p.add_argument("--checkpoint", action="append", metavar="DATASET/MODEL=PATH",
                    help="trained weights (ema.pt) for a model at its dataset's shape (repeatable)")
+    p.add_argument("--models", metavar="NAME,...", help="profile only these model entries")
+    p.add_argument("--shapes", metavar="CxHxW,...", help="profile only these input shapes (e.g. 3x64x64)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of an existing OUT that this run does not measure (profile in parts)")
     p.add_argument("--device", help="override the config's device")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_profile)
@@ -249,15 +280,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _setup(args)
     for key in ("num_samples", "batch_size", "threads", "grid_size"):
         value = getattr(args, key, None)
         if value is not None and value <= 0:
             print(f"missingu: error: --{key.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
             return 2
+    _setup(args)
     try:
         args.fn(args)
-    except (ConfigError, DatasetUnavailable, FileNotFoundError, TrainingDiverged) as err:
+    except (ConfigError, DatasetUnavailable, FileNotFoundError, InputFileError, TrainingDiverged) as err:
         print(f"missingu: error: {err}", file=sys.stderr)
         if getattr(args, "log", None):
             with open(args.log, "a") as fh:

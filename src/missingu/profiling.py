@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ConfigError, build, positive, to_dict
 from .diffusion import Diffusion, DiffusionConfig
-from .models import ARCHITECTURES, CUNetConfig, build_model, check_image_size
+from .models import ARCHITECTURES, CUNetConfig, build_model
 from .samplers import SamplerSpec, sample
 
 
@@ -249,6 +249,12 @@ def _cpu_name() -> str | None:
     return None
 
 
+def weights_fit(model: nn.Module, state_dict: dict) -> bool:
+    """Whether ``state_dict`` has exactly the model's parameter and buffer names and shapes."""
+    own = model.state_dict()
+    return own.keys() == state_dict.keys() and all(own[k].shape == v.shape for k, v in state_dict.items())
+
+
 def profile_model(
     arch: str,
     config: Any,
@@ -260,15 +266,18 @@ def profile_model(
     diffusion: Diffusion | None = None,
     full: bool = True,
 ) -> dict[str, Any]:
-    """One row of measurements for a model config at an input shape. ``full=False`` (ablation
-    rows) skips sampling, memory and all but the first batch size."""
+    """One row of measurements for a model config at an input shape. ``state_dict`` is loaded
+    when its names and shapes fit the model (an ablation variant with other layers keeps its
+    initial weights; the row's ``weights`` column says which). ``full=False`` (ablation rows)
+    skips sampling, memory and all but the first batch size."""
     model = build_model(arch, config, shape[0], shape[1]).to(device)
-    if state_dict is not None:
+    trained = state_dict is not None and weights_fit(model, state_dict)
+    if trained:
         model.load_state_dict(state_dict)
     cost = measure_call(model, shape)
     row: dict[str, Any] = {
         "shape": "x".join(map(str, shape)),
-        "weights": "trained" if state_dict is not None else "init",
+        "weights": "trained" if trained else "init",
         "params_total": count_parameters(model),
         "params_trainable": count_parameters(model, trainable_only=True),
         "flops_per_call": cost.flops, "macs_per_call": int(cost.macs), "ode_evals_per_call": cost.nfe,
@@ -290,76 +299,6 @@ def profile_model(
         key = "train_step_mib_adjoint" if not config.adjoint else "train_step_mib_no_adjoint"
         row[key] = train_step_memory(arch, adjoint, shape, cfg.memory_batch, device)
     return row
-
-
-def compatible(config: Any, shape: tuple[int, int, int]) -> bool:
-    """Whether a model config can take ``shape`` (enough halvings of the image size)."""
-    try:
-        check_image_size(config, shape[1])
-    except ConfigError:
-        return False
-    return shape[1] == shape[2]
-
-
-def profile_experiment(
-    cfg: Any,
-    device: torch.device,
-    checkpoints: dict[tuple[str, str], Any] | None = None,
-    progress: bool = False,
-) -> list[dict[str, Any]]:
-    """Rows for every model at every dataset shape and every extra ``profile.shapes`` entry,
-    plus cU-Net ablations. A model at its dataset's shape uses trained weights when
-    ``checkpoints[(dataset, model)]`` names an ``ema.pt``; all other rows use initial weights."""
-    from tqdm.auto import tqdm
-
-    from .train import load_snapshot
-
-    checkpoints = checkpoints or {}
-    p: ProfileConfig = cfg.profile
-    shapes: dict[tuple[int, int, int], str | None] = {}
-    for data in cfg.datasets:
-        shapes.setdefault((data.channels, data.size, data.size), data.name)
-    for shape in p.shapes:
-        shapes.setdefault(tuple(shape), None)
-    env = environment(device)
-    diffusion = Diffusion(cfg.diffusion)
-    jobs = [(shape, dataset, spec) for shape, dataset in shapes.items() for spec in cfg.models]
-    rows = []
-    for shape, dataset, spec in tqdm(jobs, desc="profile", disable=not progress):
-        config = spec.resolve()
-        if not compatible(config, shape):
-            continue
-        state = None
-        if dataset is not None and (dataset, spec.name) in checkpoints:
-            state = load_snapshot(checkpoints[(dataset, spec.name)])["state_dict"]
-        base = {**env, "dataset": dataset or "", "model": spec.name, "arch": spec.arch, "preset": spec.preset}
-        rows.append({**base, "variant": "base",
-                     **profile_model(spec.arch, config, shape, p, device, state_dict=state, diffusion=diffusion)})
-        if p.ablations and isinstance(config, CUNetConfig):
-            for name, variant in cunet_ablations(config).items():
-                if variant == config:
-                    continue
-                try:
-                    measured = profile_model(spec.arch, variant, shape, p, device, state_dict=state, full=False)
-                except RuntimeError:  # weights do not fit this variant's layers
-                    measured = profile_model(spec.arch, variant, shape, p, device, full=False)
-                rows.append({**base, "variant": name, **measured})
-    return rows
-
-
-def write_rows(rows: list[dict[str, Any]], path: Any) -> None:
-    """Write profile rows as CSV (atomic); columns in first-seen order, blanks where a row has none."""
-    import csv
-
-    from .io import atomic_open
-
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with atomic_open(path, "w") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 if __name__ == "__main__":  # the memory subprocess: python -m missingu.profiling JOB_JSON
