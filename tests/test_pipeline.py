@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,9 +27,17 @@ def snakemake(workdir: Path, *args: str, **kwargs) -> subprocess.CompletedProces
 
 
 def _planned_jobs(output: str) -> dict[str, int]:
-    """Rule name -> job count from the job-stats table of a dry run."""
-    rows = [line.split() for line in output.splitlines()]
-    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[1].isdigit() and row[0] != "total"}
+    """Rule name -> job count from the job-stats table of a dry run (empty: nothing to do)."""
+    lines = output.splitlines()
+    if "Job stats:" not in lines:
+        return {}
+    rows = [line.split() for line in lines[lines.index("Job stats:") + 3:]]
+    table = {}
+    for row in rows:
+        if len(row) != 2 or row[0] == "total":
+            break
+        table[row[0]] = int(row[1])
+    return table
 
 
 def test_lint_is_clean(tmp_path):
@@ -49,24 +58,69 @@ def test_dry_run_of_every_config(tmp_path, config):
     assert stats["sample"] == n_train * len(cfg["samplers"])
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"train": {"steps": 0}}, "train"),
-        ({"samplers": [{"name": "x", "kind": "euler_a"}]}, "euler_a"),
-        ({"models": [{"name": "m", "arch": "cunet", "options": {"solver": "rk45"}}]}, "rk45"),
-        ({"bogus_key": 1}, "bogus_key"),
-    ],
-)
-def test_invalid_config_fails_before_any_job(tmp_path, change, message):
-    cfg = {**yaml.safe_load((ROOT / "config/smoke.yaml").read_text()), **change}
-    path = tmp_path / "bad.yaml"
+def _smoke() -> dict:
+    return yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+
+
+def _write(tmp_path: Path, cfg: dict, name: str = "edited.yaml") -> Path:
+    path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
-    proc = snakemake(tmp_path, "--cores", "1", "--configfile", str(path))
-    assert proc.returncode != 0
+    return path
+
+
+def _model(cfg: dict, name: str) -> dict:
+    return next(m for m in cfg["models"] if m["name"] == name)
+
+
+# (what is wrong, the edit, text the error must hold). The first four are caught by the schema,
+# the rest only by the library's parser, which the Snakefile runs before planning any job.
+MALFORMED = [
+    ("zero steps", lambda c: c["train"].update(steps=0), "train"),
+    ("unknown sampler kind", lambda c: c["samplers"].append({"name": "x", "kind": "euler_a"}), "euler_a"),
+    ("unknown solver", lambda c: _model(c, "cunet").update(options={"solver": "rk45"}), "rk45"),
+    ("unknown key", lambda c: c.update(bogus_key=1), "bogus_key"),
+    ("lr written as text", lambda c: c["train"].update(lr="2e-3"), "2e-3"),
+    ("image size the U-Net cannot halve", lambda c: c["datasets"][0].update(image_size=7),
+     "datasets.digits.image_size: 7 cannot be halved"),
+    ("groups that do not divide a width", lambda c: _model(c, "unet").update(options={"groups": 3}),
+     "models[0].options.groups: 3 does not divide channel width"),
+    ("cU-Net groups", lambda c: _model(c, "cunet").update(options={"groups": 5}),
+     "models[1].options.channels[0]: 16 must be divisible by groups (5)"),
+    ("duplicate model names", lambda c: c["models"].append({"name": "unet", "arch": "cunet", "preset": "tiny"}),
+     "models: names must be unique; 'unet' appears twice"),
+    ("duplicate sampler names", lambda c: c["samplers"].append({"name": "ddpm", "kind": "ddim"}),
+     "samplers: names must be unique; 'ddpm' appears twice"),
+    ("unknown dataset", lambda c: c["datasets"].__setitem__(0, {"name": "imagenet"}),
+     "datasets[0].name: unknown dataset 'imagenet'"),
+    ("DDIM steps beyond T", lambda c: c["samplers"].append({"name": "ddim99", "kind": "ddim", "steps": 99}),
+     "samplers[3].steps: DDIM sampler 'ddim99' asks for 99 steps; at most diffusion.timesteps (50)"),
+    ("profile DDIM steps beyond T", lambda c: c["profile"].update(samplers=[{"name": "d", "kind": "ddim", "steps": 51}]),
+     "profile.samplers[0].steps: DDIM sampler 'd' asks for 51 steps"),
+    ("name that climbs out of results/", lambda c: _model(c, "unet").update(name=".."), "name"),
+    ("linear schedule with too few steps", lambda c: c["diffusion"].update(timesteps=10), "beta >= 1"),
+    ("attention list of the wrong length", lambda c: _model(c, "cunet").update(options={"attention": ["none"]}),
+     "models[1].options.attention: needs one entry per level (2), got 1"),
+]
+
+
+@pytest.mark.parametrize(("what", "edit", "message"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_config_fails_in_a_dry_run_naming_the_key(tmp_path, what, edit, message):
+    cfg = _smoke()
+    edit(cfg)
+    proc = snakemake(tmp_path, "-n", "--cores", "1", "--configfile", str(_write(tmp_path, cfg, "bad.yaml")))
     out = proc.stdout + proc.stderr
-    assert "Error validating config file" in out and message in out, out
-    assert not (tmp_path / "results").exists()
+    assert proc.returncode != 0, out
+    assert "Error validating config" in out and message in out, out
+    assert "Job stats" not in out
+
+
+def test_invalid_config_fails_before_any_job(tmp_path):
+    cfg = _smoke()
+    _model(cfg, "unet").update(options={"groups": 3})
+    proc = snakemake(tmp_path, "--cores", "1", "--configfile", str(_write(tmp_path, cfg, "bad.yaml")))
+    assert proc.returncode != 0
+    assert "models[0].options.groups: 3 does not divide" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
 
 
 @pytest.fixture(scope="module")
@@ -127,18 +181,48 @@ def test_second_run_has_nothing_to_do(smoke_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-def test_changing_a_sampler_resamples_without_retraining(smoke_run, tmp_path):
-    # each rule sees only its own config entries, so a sampler edit touches that sampler's jobs
-    # and what reads their outputs, never the trainings
-    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
-    next(s for s in cfg["samplers"] if s["name"] == "ddim10")["eta"] = 0.5
-    path = tmp_path / "edited.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = snakemake(smoke_run, "-n", "--cores", "2", "--configfile", str(path))
+def _dry_run_jobs(workdir: Path, cfg: dict, tmp_path: Path) -> dict[str, int]:
+    proc = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(_write(tmp_path, cfg)))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = _planned_jobs(proc.stdout)
-    assert jobs.get("sample") == len(cfg["models"]), jobs
-    assert "train" not in jobs and "prepare_data" not in jobs, jobs
+    return _planned_jobs(proc.stdout)
+
+
+# Each rule sees only its own config entries (and the profile depends on the trained weights,
+# not on the samples), so an edit plans exactly the jobs that depend on what changed.
+def _edit_model(c):
+    _model(c, "cunet")["options"] = {"solver_steps": 2}
+
+
+def _edit_sampler(c):
+    next(s for s in c["samplers"] if s["name"] == "ddim10")["eta"] = 0.5
+
+
+def _edit_profile(c):
+    c["profile"]["repeats"] = 4
+
+
+RERUN_SCOPE = [
+    ("model option", _edit_model,
+     {"train": 1, "sample": 3, "profile": 1, "results_notebook": 1, "efficiency_notebook": 1, "notebook_html": 2,
+      "report": 1, "all": 1}),
+    ("sampler", _edit_sampler,
+     {"sample": 2, "results_notebook": 1, "notebook_html": 1, "report": 1, "all": 1}),
+    ("profile", _edit_profile,
+     {"profile": 1, "efficiency_notebook": 1, "notebook_html": 1, "report": 1, "all": 1}),
+    ("seed", lambda c: c.update(seed=1),
+     {"train": 2, "sample": 6, "profile": 1, "results_notebook": 1, "efficiency_notebook": 1, "notebook_html": 2,
+      "report": 1, "all": 1}),
+    ("device", lambda c: c.update(device="auto"),  # no GPU here: auto is the CPU, but the text changed
+     {"train": 2, "sample": 6, "profile": 1, "results_notebook": 1, "efficiency_notebook": 1, "notebook_html": 2,
+      "report": 1, "all": 1}),
+]
+
+
+@pytest.mark.parametrize(("what", "edit", "expected"), RERUN_SCOPE, ids=[r[0] for r in RERUN_SCOPE])
+def test_an_edit_reruns_only_what_depends_on_it(smoke_run, tmp_path, what, edit, expected):
+    cfg = _smoke()
+    edit(cfg)
+    assert _dry_run_jobs(smoke_run, cfg, tmp_path) == expected
 
 
 def test_failed_notebook_leaves_its_executed_copy_in_logs(smoke_run):
@@ -191,3 +275,53 @@ def test_killed_run_resumes_from_checkpoint(tmp_path):
     steps = [int(r.split(",")[0]) for r in
              (tmp_path / "results/train/digits/unet/loss.csv").read_text().splitlines()[1:]]
     assert steps == list(range(5, 401, 5))
+
+
+def test_config_edit_retrains_from_scratch_and_keeps_the_old_state(smoke_run, tmp_path):
+    # the story of a new user: after a run, change one line (train.lr) and run again
+    workdir = tmp_path / "work"
+    shutil.copytree(smoke_run, workdir, symlinks=True)
+    cfg = _smoke()
+    cfg["train"]["lr"] = 0.002
+    proc = snakemake(workdir, "--cores", "2", "--configfile", str(_write(tmp_path, cfg)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for model in ("unet", "cunet"):
+        run = workdir / f"results/train/digits/{model}"
+        record = json.loads((run / "config.json").read_text())
+        assert record["config"]["train"]["lr"] == 0.002 and record["meta"]["train"]["lr"] == 0.002
+        kept = list((run / "superseded").glob("resume-*.pt"))
+        assert len(kept) == 1, "the state of the old configuration is kept, not deleted"
+        log = (workdir / f"logs/train/digits/{model}.log").read_text()
+        assert "was written by a different configuration (train:" in log and "training from step 0" in log
+        steps = [int(r.split(",")[0]) for r in (run / "loss.csv").read_text().splitlines()[1:]]
+        assert steps == list(range(5, cfg["train"]["steps"] + 1, 5))
+    assert "Nothing to be done" in snakemake(workdir, "-n", "--cores", "2", "--configfile",
+                                             str(tmp_path / "edited.yaml")).stdout
+
+
+def test_no_samplers_runs_to_the_end(tmp_path):
+    cfg = _smoke()
+    cfg.update(samplers=[], models=cfg["models"][:1])
+    cfg["train"]["steps"] = 5
+    cfg["profile"]["ablations"] = False
+    proc = snakemake(tmp_path, "--cores", "2", "--configfile", str(_write(tmp_path, cfg)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rel in ("results/tables/training.csv", "results/tables/efficiency.csv", "results/notebooks/results.html",
+                "results/report.html"):
+        assert (tmp_path / rel).is_file(), rel
+    assert not (tmp_path / "results/samples").exists()
+    assert "No samplers are configured" in (tmp_path / "results/notebooks/results.ipynb").read_text()
+
+
+def test_slurm_partition_and_account_come_from_the_workflow_profile(tmp_path):
+    profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    assert {"slurm_partition", "slurm_account"} <= set(profile["default-resources"])
+    assert not any("slurm_" in p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
+    proc = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/slurm"),
+                     "--configfile", str(ROOT / "config/smoke.yaml"),
+                     "--default-resources", "slurm_partition=gpu", "slurm_account=mylab")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resources = [line for line in proc.stdout.splitlines() if line.strip().startswith("resources:")]
+    jobs = sum(_planned_jobs(proc.stdout).values())
+    # every job gets the command line's values (the local rules, `all` and `report`, ignore them)
+    assert len(resources) == jobs and all("slurm_partition=gpu, slurm_account=mylab" in r for r in resources)

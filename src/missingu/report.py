@@ -15,15 +15,13 @@ from typing import Any
 import pandas as pd
 
 from .io import atomic_open, atomic_write
-from .models import model_from_meta
-from .profiling import count_parameters
-from .train import load_snapshot
 
 Record = Mapping[str, Any]
 
 
 def read_loss_curves(runs: Sequence[Record]) -> pd.DataFrame:
-    """Concatenate ``loss.csv`` files; each run record has ``dataset``, ``model``, ``loss_csv``."""
+    """Concatenate ``loss.csv`` files; each run record has ``dataset``, ``model``, ``loss_csv``
+    (and ``record``: the run's ``config.json``, for :func:`training_table`)."""
     frames = []
     for run in runs:
         df = pd.read_csv(run["loss_csv"])
@@ -32,17 +30,16 @@ def read_loss_curves(runs: Sequence[Record]) -> pd.DataFrame:
 
 
 def training_table(runs: Sequence[Record], curves: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: parameters (counted on the rebuilt model), steps, final loss
-    (mean of the last 10% of logged rows) and training wall time."""
+    """One row per run: parameters (counted by ``missingu train``, from its ``config.json``),
+    steps, final loss (mean of the last 10% of logged rows) and training wall time."""
     rows = []
     for run in runs:
-        snap = load_snapshot(run["snapshot"])
-        model = model_from_meta(snap["meta"], snap["state_dict"])
+        record = json.loads(Path(run["record"]).read_text())
         c = curves[(curves.dataset == run["dataset"]) & (curves.model == run["model"])]
         tail = c.tail(max(1, len(c) // 10))
         rows.append({
-            "dataset": run["dataset"], "model": run["model"], "arch": snap["meta"]["arch"],
-            "parameters": count_parameters(model), "steps": int(snap["step"]),
+            "dataset": run["dataset"], "model": run["model"], "arch": record["meta"]["arch"],
+            "parameters": int(record["parameters"]), "steps": int(c["step"].max()),
             "final_loss": float(tail["loss"].mean()), "train_seconds": float(c["seconds"].max()),
         })
     return pd.DataFrame(rows)

@@ -3,19 +3,42 @@
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 
+# The whole config is checked before any job: first against the schema (which also fills the
+# defaults), then by the library's own parser, which knows what a schema cannot (image sizes a
+# model can halve, group counts that divide widths, unique names, DDIM steps <= timesteps).
 validate(config, schema="../schemas/config.schema.yaml")
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+try:
+    from missingu.config import ConfigError
+    from missingu.experiment import parse_experiment
+except ModuleNotFoundError as err:
+    raise WorkflowError(
+        f"The config can only be checked with the missingu package ({err}); install it where Snakemake "
+        f"runs: pip install -e '.[pipeline]'"
+    ) from None
+try:
+    parse_experiment(json.loads(json.dumps(config)))
+except ConfigError as err:
+    raise WorkflowError(f"Error validating config: {err}") from None
 
 
 def _names(key):
     return [entry["name"] for entry in config.get(key, [])]
+
+
+def _one_of(names):
+    """A wildcard constraint matching exactly these names."""
+    return "|".join(map(re.escape, names)) or "NONE"
 
 
 DATASETS = _names("datasets")
@@ -23,9 +46,9 @@ MODELS = _names("models")
 SAMPLERS = _names("samplers")
 
 wildcard_constraints:
-    dataset="|".join(map(str, DATASETS)) or "NONE",
-    model="|".join(map(str, MODELS)) or "NONE",
-    sampler="|".join(map(str, SAMPLERS)) or "NONE",
+    dataset=_one_of(DATASETS),
+    model=_one_of(MODELS),
+    sampler=_one_of(SAMPLERS),
     split="train|test",
 
 
@@ -52,9 +75,8 @@ def _wants_gpu():
 
 # Rules that train or sample ask for one GPU when the config will use one; the default profile
 # caps `gpu` at 1, so two such jobs never share a GPU. On a CPU they ask for none and run side by side.
+# (SLURM partition and account are resources of the slurm workflow profile, not of the config.)
 GPU = 1 if _wants_gpu() else 0
-SLURM_PARTITION = config.get("slurm", {}).get("partition") or os.environ.get("SBATCH_PARTITION", "")
-SLURM_ACCOUNT = config.get("slurm", {}).get("account") or os.environ.get("SBATCH_ACCOUNT", "")
 
 
 def _entry(key, name):
@@ -72,7 +94,9 @@ def _cli_config(datasets, models, samplers=(), sections=()):
 
 
 def data_config(wildcards):
-    return _cli_config([wildcards.dataset], [])
+    """A dataset's entry only: seed and device do not change the prepared images."""
+    return shlex.quote(json.dumps({"datasets": [_entry("datasets", wildcards.dataset)], "models": []},
+                                  sort_keys=True))
 
 
 def train_config(wildcards):
@@ -88,17 +112,17 @@ def checkpoint_args(wildcards):
     """`--checkpoint dataset/model=path` for every trained model, so the profile uses trained
     weights at each dataset's shape (the same paths as `train_outputs()`)."""
     return " ".join(
-        shlex.quote(f"--checkpoint={d}/{m}=results/train/{d}/{m}/ema.pt")
-        for d, m in itertools.product(DATASETS, MODELS)
+        shlex.quote(f"--checkpoint={d}/{m}={path}")
+        for (d, m), path in zip(itertools.product(DATASETS, MODELS), train_outputs("model"))
     )
 
 
 def all_cores(wildcards):
-    """Every core of the run (the profile job has the machine to itself); 1 where none is set
-    (`--report`, `--lint`)."""
+    """Every core of the run, so no other job runs beside the profile while it times; 1 where
+    none is set (`--report`, `--lint`)."""
     try:
         return workflow.cores
-    except Exception:  # WorkflowError: no --cores given
+    except WorkflowError:  # no --cores given
         return 1
 
 
@@ -106,15 +130,19 @@ def sample_config(wildcards):
     return _cli_config([wildcards.dataset], [wildcards.model], [wildcards.sampler], sections=("sample",))
 
 
-def train_outputs(what="ema.pt"):
-    return expand(f"results/train/{{dataset}}/{{model}}/{what}", dataset=DATASETS, model=MODELS)
+def prepared(split):
+    """The prepare_data output of one split, for every dataset (wildcard `dataset` left open)."""
+    return expand(rules.prepare_data.output[0], split=split, allow_missing=True)[0]
 
 
-def sample_outputs(ext):
-    return expand(
-        f"results/samples/{{dataset}}/{{model}}/{{sampler}}.{ext}",
-        dataset=DATASETS, model=MODELS, sampler=SAMPLERS,
-    )
+def train_outputs(what="model"):
+    """One output of the train rule (`model`, `loss`, `record`) for every dataset and model."""
+    return expand(getattr(rules.train.output, what), dataset=DATASETS, model=MODELS)
+
+
+def sample_outputs(what):
+    """One output of the sample rule (`images`, `summary`, `grid`) for every combination."""
+    return expand(getattr(rules.sample.output, what), dataset=DATASETS, model=MODELS, sampler=SAMPLERS)
 
 
 def _records(keys, **paths):
@@ -126,13 +154,10 @@ def _records(keys, **paths):
 
 def notebook_parameters(wildcards):
     """Papermill parameters of the results notebook, as shell-quoted JSON."""
+    train, sample = rules.train.output, rules.sample.output
     params = {
-        "runs": _records(("dataset", "model"),
-                         loss_csv="results/train/{dataset}/{model}/loss.csv",
-                         snapshot="results/train/{dataset}/{model}/ema.pt"),
-        "samples": _records(("dataset", "model", "sampler"),
-                            summary="results/samples/{dataset}/{model}/{sampler}.json",
-                            grid="results/samples/{dataset}/{model}/{sampler}.png"),
+        "runs": _records(("dataset", "model"), loss_csv=train.loss, record=train.record),
+        "samples": _records(("dataset", "model", "sampler"), summary=sample.summary, grid=sample.grid),
         "tables_dir": "results/tables",
         "figures_dir": "results/figures",
     }
@@ -152,8 +177,8 @@ def efficiency_parameters(wildcards):
 
 def final_outputs():
     return [
-        *train_outputs(),
-        *sample_outputs("png"),
+        *train_outputs("model"),
+        *sample_outputs("grid"),
         *expand("results/notebooks/{name}.{ext}", name=["results", "efficiency"], ext=["ipynb", "html"]),
     ]
 

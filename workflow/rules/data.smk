@@ -13,8 +13,6 @@ rule prepare_data:
     resources:
         mem_mb=8000,
         runtime=120,
-        slurm_partition=SLURM_PARTITION,
-        slurm_account=SLURM_ACCOUNT,
     shell:
         "python -m missingu.cli prepare-data --config-json {params.config} --split {wildcards.split}"
         " --out {output} --threads {threads} 2> {log}"

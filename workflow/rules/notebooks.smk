@@ -5,28 +5,31 @@
 rule results_notebook:
     input:
         notebook=notebook("results"),
-        checkpoints=train_outputs("ema.pt"),
-        losses=train_outputs("loss.csv"),
-        summaries=sample_outputs("json"),
-        grids=sample_outputs("png"),
+        records=train_outputs("record"),
+        losses=train_outputs("loss"),
+        summaries=sample_outputs("summary"),
+        grids=sample_outputs("grid"),
     output:
         notebook="results/notebooks/results.ipynb",
         training=report(
             "results/tables/training.csv", caption="../report/training_table.rst", category="Tables"
         ),
         training_md="results/tables/training.md",
-        sampling=report(
-            "results/tables/sampling.csv", caption="../report/sampling_table.rst", category="Tables"
-        ),
-        sampling_md="results/tables/sampling.md",
         loss_curves=report(
             "results/figures/loss_curves.png", caption="../report/loss_curves.rst", category="Figures"
         ),
-        samples=report(
-            expand("results/figures/samples_{dataset}.png", dataset=DATASETS),
-            caption="../report/samples.rst",
-            category="Figures",
-        ),
+        # with `samplers: []` there is nothing to tabulate or show
+        **({} if not SAMPLERS else dict(
+            sampling=report(
+                "results/tables/sampling.csv", caption="../report/sampling_table.rst", category="Tables"
+            ),
+            sampling_md="results/tables/sampling.md",
+            samples=report(
+                expand("results/figures/samples_{dataset}.png", dataset=DATASETS),
+                caption="../report/samples.rst",
+                category="Figures",
+            ),
+        )),
     params:
         parameters=notebook_parameters,
     log:
@@ -40,8 +43,6 @@ rule results_notebook:
     resources:
         mem_mb=4000,
         runtime=30,
-        slurm_partition=SLURM_PARTITION,
-        slurm_account=SLURM_ACCOUNT,
     shell:
         PAPERMILL
 
@@ -81,8 +82,6 @@ rule efficiency_notebook:
     resources:
         mem_mb=4000,
         runtime=30,
-        slurm_partition=SLURM_PARTITION,
-        slurm_account=SLURM_ACCOUNT,
     shell:
         PAPERMILL
 
@@ -102,7 +101,5 @@ rule notebook_html:
     resources:
         mem_mb=2000,
         runtime=10,
-        slurm_partition=SLURM_PARTITION,
-        slurm_account=SLURM_ACCOUNT,
     shell:
         "python -m nbconvert --to html --output-dir $(dirname {output}) {input} 2> {log}"

@@ -1,11 +1,12 @@
-# Efficiency measurements on the device that runs this job. It waits for all sampling jobs so
-# that nothing else competes for the machine while it times, and uses every core given.
+# Efficiency measurements on the device that runs this job. It asks for every core of the run,
+# so no other local job runs beside it while it times; it depends on the trained weights alone, so
+# re-sampling does not re-profile. A killed profile keeps its measured rows
+# (efficiency.csv.partial.jsonl) and the rerun measures only the rest.
 
 
 rule profile:
     input:
-        checkpoints=train_outputs("ema.pt"),
-        samples=sample_outputs("json"),
+        checkpoints=train_outputs("model"),
     output:
         report("results/profile/efficiency.csv", caption="../report/profile_csv.rst", category="Efficiency"),
     params:
@@ -22,8 +23,6 @@ rule profile:
         gpu=GPU,
         mem_mb=16000,
         runtime=240,
-        slurm_partition=SLURM_PARTITION,
-        slurm_account=SLURM_ACCOUNT,
     shell:
         "python -m missingu.cli profile --config-json {params.config} {params.checkpoints} --out {output}"
         " --threads {threads} --no-progress 2> {log}"

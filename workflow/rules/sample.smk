@@ -1,6 +1,6 @@
 rule sample:
     input:
-        "results/train/{dataset}/{model}/ema.pt",
+        rules.train.output.model,
     output:
         images="results/samples/{dataset}/{model}/{sampler}.pt",
         summary="results/samples/{dataset}/{model}/{sampler}.json",
@@ -18,8 +18,6 @@ rule sample:
         gpu=GPU,
         mem_mb=8000,
         runtime=240,
-        slurm_partition=SLURM_PARTITION,
-        slurm_account=SLURM_ACCOUNT,
     shell:
         "python -m missingu.cli sample --config-json {params.config} --checkpoint {input} --out {output.images}"
         " --grid {output.grid} --threads {threads} 2> {log}"

@@ -1,11 +1,13 @@
 # Training resumes from results/train/<dataset>/<model>/resume.pt (not a declared output, so
-# Snakemake keeps it when it reruns an incomplete job; the profiles set rerun-incomplete).
-# The log is appended to, so it keeps the story of interrupted attempts.
+# Snakemake keeps it when it reruns an incomplete job; the profiles set rerun-incomplete). When
+# Snakemake reruns training because its config changed, --restart-on-change moves the old
+# resume.pt to superseded/ and trains from scratch. The log is appended to, so it keeps the story
+# of interrupted attempts and restarts.
 
 
 rule train:
     input:
-        "results/data/{dataset}/train.pt",
+        prepared("train"),
     output:
         model="results/train/{dataset}/{model}/ema.pt",
         loss=report(
@@ -14,6 +16,7 @@ rule train:
             category="Training",
             labels={"dataset": "{dataset}", "model": "{model}", "table": "loss log"},
         ),
+        record="results/train/{dataset}/{model}/config.json",
     params:
         config=train_config,
         out_dir=subpath(output.model, parent=True),
@@ -28,8 +31,6 @@ rule train:
         gpu=GPU,
         mem_mb=16000,
         runtime=2880,
-        slurm_partition=SLURM_PARTITION,
-        slurm_account=SLURM_ACCOUNT,
     shell:
         "python -m missingu.cli train --config-json {params.config} --data {input} --out-dir {params.out_dir}"
-        " --threads {threads} 2>> {log}"
+        " --threads {threads} --restart-on-change 2>> {log}"
