@@ -197,10 +197,11 @@ def cmd_profile(args: argparse.Namespace) -> None:
     log.info("profiling %d rows on %s; each row is kept in %s as it is measured", len(jobs), device, journal)
     rows = run_profile(cfg, device, jobs, journal, progress=not args.no_progress,
                        on_row=lambda so_far: write_rows(merge_rows(earlier, so_far), args.out))
-    write_rows(merge_rows(earlier, rows), args.out)
+    merged = merge_rows(earlier, rows)
+    write_rows(merged, args.out)
     journal.unlink()
-    log.info("wrote %s (%d rows measured here, %d kept from before, %s)", args.out, len(rows),
-             len(merge_rows(earlier, rows)) - len(rows), rows[0]["device_name"] if rows else "no rows")
+    log.info("wrote %s (%d rows of this run, %d kept from before, %s)", args.out, len(rows),
+             len(merged) - len(rows), rows[0]["device_name"] if rows else "no rows")
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

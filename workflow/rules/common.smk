@@ -27,7 +27,7 @@ except ModuleNotFoundError as err:
         f"runs: pip install -e '.[pipeline]'"
     ) from None
 try:
-    parse_experiment(json.loads(json.dumps(config)))
+    parse_experiment(json.loads(json.dumps(config)))  # as the jobs receive it: JSON
 except ConfigError as err:
     raise WorkflowError(f"Error validating config: {err}") from None
 
@@ -83,10 +83,10 @@ def _entry(key, name):
     return next(e for e in config[key] if e["name"] == name)
 
 
-def _cli_config(datasets, models, samplers=(), sections=()):
+def _cli_config(datasets, models, samplers=(), sections=(), shared=("seed", "device")):
     """The config a step depends on, as shell-quoted JSON: Snakemake reruns a step exactly
     when one of these entries changes (its params change)."""
-    data = {key: config[key] for key in ("seed", "device", *sections) if key in config}
+    data = {key: config[key] for key in (*shared, *sections) if key in config}
     data["datasets"] = [_entry("datasets", name) for name in datasets]
     data["models"] = [_entry("models", name) for name in models]
     data["samplers"] = [_entry("samplers", name) for name in samplers]
@@ -95,8 +95,7 @@ def _cli_config(datasets, models, samplers=(), sections=()):
 
 def data_config(wildcards):
     """A dataset's entry only: seed and device do not change the prepared images."""
-    return shlex.quote(json.dumps({"datasets": [_entry("datasets", wildcards.dataset)], "models": []},
-                                  sort_keys=True))
+    return _cli_config([wildcards.dataset], [], shared=())
 
 
 def train_config(wildcards):
