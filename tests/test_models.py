@@ -22,6 +22,53 @@ def test_unet_paper_preset_matches_reference_package(channels, size):
     assert ours_flops == pytest.approx(counter.get_total_flops(), rel=0.01)
 
 
+# Top-level parts whose names differ: reference Unet -> ours. The reference registers `ups`
+# before the middle blocks, so the two whole state_dicts are not in the same order; inside
+# each top-level part both register their parameters in the same order.
+_REFERENCE_PART_NAMES = {"final_res_block": "final_block"}
+
+
+def _copy_reference_weights(ref: torch.nn.Module, ours: torch.nn.Module) -> None:
+    """Load ``ref``'s weights into ``ours``, pairing top-level parts by name and zipping each
+    part's state_dict in order; every pair must agree in shape and leaf name (weight/bias/g)."""
+    our_parts = dict(ours.named_children())
+    mapped = {}
+    for name, ref_part in ref.named_children():
+        our_name = _REFERENCE_PART_NAMES.get(name, name)
+        src, dst = ref_part.state_dict(), our_parts[our_name].state_dict()
+        assert len(src) == len(dst), f"{name}: {len(src)} tensors vs {len(dst)} in {our_name}"
+        for (ref_key, value), (our_key, target) in zip(src.items(), dst.items()):
+            assert value.shape == target.shape, (name, ref_key, our_key, value.shape, target.shape)
+            assert ref_key.rsplit(".", 1)[-1] == our_key.rsplit(".", 1)[-1], (name, ref_key, our_key)
+            mapped[f"{our_name}.{our_key}"] = value
+    assert len(mapped) == len(ref.state_dict())
+    ours.load_state_dict(mapped)  # strict: every one of our tensors is covered
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "steps"), [(3, 64, (0, 999)), (1, 32, (0, 250, 999))]
+)
+def test_unet_paper_preset_outputs_match_reference_package(channels, size, steps):
+    torch.manual_seed(0)
+    ref = ReferenceUnet(dim=64, dim_mults=(1, 2, 4, 8), channels=channels).eval()
+    with torch.no_grad():
+        # Norm gains and shifts start as constants (1s, 0s); randomise them so that how
+        # each model uses them shows in the output.
+        for p in ref.parameters():
+            if p.numel() > 1 and (p == p.flatten()[0]).all():
+                p.add_(0.3 * torch.randn_like(p))
+    ours = build_model("unet", UNetConfig(), channels, size).eval()
+    _copy_reference_weights(ref, ours)
+    x = torch.randn(len(steps), channels, size, size)
+    t = torch.tensor(steps)
+    with torch.no_grad():
+        expected, actual = ref(x, t), ours(x, t)
+    assert actual.shape == expected.shape
+    # float32 round-off alone gives ~1e-6 here; 1e-5 still catches e.g. a GroupNorm eps of
+    # 1e-6 instead of 1e-5 (~1e-4 off), which a looser bound would let through.
+    assert (actual - expected).abs().max().item() < 1e-5
+
+
 def _build(arch: str, channels: int = 1, size: int = 8, **options):
     cls = ARCHITECTURES[arch].config_cls
     return build_model(arch, cls(**{**ARCHITECTURES[arch].presets["tiny"], **options}), channels, size)
