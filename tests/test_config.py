@@ -63,7 +63,7 @@ def test_unknown_keys_are_errors(tiny_config, section, expected):
 def test_unknown_model_option_names_allowed_keys(tiny_config):
     tiny_config["models"][1]["options"] = {"solver_stepz": 2}
     with pytest.raises(ConfigError, match=r"^models\[1\]\.options\.solver_stepz: unknown key; allowed keys of options: "
-                       r"adjoint, atol, attention, attn_dim_head, attn_heads, channels, dynamics"):
+                       r"adjoint, atol, attention, attention_residual, attn_dim_head, attn_heads, channels, dynamics"):
         parse_experiment(tiny_config)
 
 

@@ -42,8 +42,14 @@ ARCHITECTURES: dict[str, Architecture] = {
         CUNetConfig,
         CUNet,
         {
-            # widths and attention of the authors' draft code (64x64x3 input)
+            # widths and attention of the authors' draft code (64x64x3 input), this package's choices
             "paper": {},
+            # the authors' draft network (Sergio20f/cDDPM cUNet.py at 6d7b2d7): 8,811,875 parameters
+            "draft": {
+                "dynamics": "augmented_first_order", "time_conditioning": False, "norm": "instance",
+                "stem_norm": True, "func_output": "softplus_residual", "transition_act": True,
+                "skip_merge": "concat", "attention_residual": False, "time_embedding": "table",
+            },
             "digits": {"channels": (16, 32, 64), "attention": ("none", "none", "full")},
             "tiny": {
                 "channels": (16, 16), "attention": ("none", "full"),

@@ -2,17 +2,21 @@
 
 Layout (widths ``c_0 .. c_L``, ``c_L`` the bottleneck)::
 
-    stem:    "initial velocity": conv3x3 (C -> c_0/2) -> softplus -> conv1x1 (-> c_0) -> softplus
-             (the draft code had GroupNorms here too; see the comment in CUNet.__init__)
-    encoder: ODEBlock(c_i) [+ attention] -> skip; conv1x1 (c_i -> c_{i+1}) -> bilinear /2
+    stem:    "initial velocity": [IN] conv3x3 (C -> c_0/2) -> softplus -> [IN] conv1x1 (-> c_0)
+             -> softplus   ([IN]: the draft's InstanceNorms, with ``stem_norm``)
+    encoder: ODEBlock(c_i) [+ attention] -> skip; conv1x1 (c_i -> c_{i+1}) [-> softplus] -> bilinear /2
     middle:  ODEBlock(c_L) [+ attention]
     decoder: bilinear x2 -> conv1x1 (c_{i+1} -> c_i) -> concat skip -> conv1x1 (2c_i -> c_i)
-             -> ODEBlock(c_i) [+ attention]
+             (``skip_merge: project``; the draft's ``concat``: concat skip -> conv1x1
+             (c_{i+1} + c_i -> c_i)) [-> softplus] -> ODEBlock(c_i) [+ attention]
     head:    conv1x1 (c_0 -> C)
 
-The diffusion step enters each ODE function through a FiLM scale/shift of a sinusoidal
-embedding (``time_conditioning``). Preset ``paper`` has the widths of the authors' draft
-(32, 64, 128, 256, 512) and softmax attention (4 heads x 32) at the 8x8 level for 64x64 input.
+The diffusion step enters each ODE function through a FiLM scale/shift of a step embedding
+(``time_conditioning``): a sinusoid -> MLP (``time_embedding: mlp``) or the draft's frozen
+sinusoid table (``table``). Preset ``paper`` has the widths of the authors' draft (32, 64, 128,
+256, 512) and softmax attention (4 heads x 32) at the 8x8 level for 64x64 input, with this
+package's choices elsewhere; preset ``draft`` is the draft network itself (8,811,875 parameters
+at 64x64x3, tested).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError, choose, positive
-from .layers import ATTENTION, attention_layer, time_mlp
+from .layers import ATTENTION, StepTable, attention_layer, time_mlp
 from .ode_block import DYNAMICS, ODEBlock, SolverConfig
 
 
@@ -46,16 +50,26 @@ class CUNetConfig:
     atol: float = 1e-3
     adjoint: bool = False
     groups: int = 8
+    norm: Literal["group", "instance"] = "group"
+    stem_norm: bool = False
+    func_output: Literal["linear", "softplus_residual"] = "linear"
+    transition_act: bool = False
+    skip_merge: Literal["project", "concat"] = "project"
+    attention_residual: bool = True
+    time_embedding: Literal["mlp", "table"] = "mlp"
 
     def __post_init__(self) -> None:
         if len(self.channels) < 2:
             raise ConfigError("channels: needs at least two levels (one encoder level and the bottleneck)")
         for i, c in enumerate(self.channels):
             positive(c, f"channels[{i}]")
-            if c % self.groups or (self.dynamics == "second_order" and c % 2):
+            grouped = self.norm == "group" and c % self.groups
+            if grouped or (self.dynamics == "second_order" and c % 2):
                 raise ConfigError(
-                    f"channels[{i}]: {c} must be divisible by groups ({self.groups})"
-                    + (" and even (second_order dynamics)" if self.dynamics == "second_order" else "")
+                    f"channels[{i}]: {c} must be"
+                    + (f" divisible by groups ({self.groups})" if self.norm == "group" else "")
+                    + (" and" if self.norm == "group" and self.dynamics == "second_order" else "")
+                    + (" even (second_order dynamics)" if self.dynamics == "second_order" else "")
                 )
         if self.channels[0] % 2:
             raise ConfigError(f"channels[0]: the stem halves {self.channels[0]}; it must be even")
@@ -81,18 +95,29 @@ class CUNetConfig:
 
 
 class _Level(nn.Module):
-    """An ODE block followed by optional residual attention."""
+    """An ODE block followed by optional attention, added to the features (residual) or, as in
+    the draft, replacing them."""
 
     def __init__(self, width: int, attention: str, time_dim: int | None, c: CUNetConfig):
         super().__init__()
         self.ode = ODEBlock(
-            width, time_dim=time_dim, dynamics=c.dynamics, solver=c.solver_config, groups=c.groups
+            width, time_dim=time_dim, dynamics=c.dynamics, solver=c.solver_config, groups=c.groups,
+            norm=c.norm, func_output=c.func_output,
         )
         self.attn = attention_layer(attention, width, c.attn_heads, c.attn_dim_head)
+        self.residual = c.attention_residual
 
     def forward(self, z: Tensor, t_emb: Tensor | None) -> Tensor:
         z = self.ode(z, t_emb)
-        return z if self.attn is None else z + self.attn(z)
+        if self.attn is None:
+            return z
+        return z + self.attn(z) if self.residual else self.attn(z)
+
+
+def _pointwise(dim_in: int, dim_out: int, act: bool) -> nn.Module:
+    """A 1x1 convolution between levels, followed by softplus when ``act`` (the draft's)."""
+    conv = nn.Conv2d(dim_in, dim_out, 1)
+    return nn.Sequential(conv, nn.Softplus()) if act else conv
 
 
 class CUNet(nn.Module):
@@ -106,27 +131,35 @@ class CUNet(nn.Module):
         c = config
         widths = c.channels
         c0 = widths[0]
-        time_dim = 4 * c0 if c.time_conditioning else None
-        self.time_mlp = time_mlp(c0, time_dim) if time_dim else None
-        # The draft's stem had a GroupNorm before each conv. The stem is the only path from the
-        # input to the output, and per-image normalisation there discards the mean and scale of
-        # the noisy input that the noise prediction needs: trained on digits, that cU-Net had
-        # 10x the U-Net's loss at high noise and sampled wrong brightness. So no norms here.
+        # the draft's table (1000 x 16 num_filters) is built even when nothing reads it, as there
+        table = c.time_embedding == "table"
+        time_dim = 8 * c0 if table else 4 * c0
+        self.time_table = StepTable(time_dim) if table else None
+        self.time_mlp = time_mlp(c0, time_dim) if c.time_conditioning and not table else None
+        film_dim = time_dim if c.time_conditioning else None
+        # Without stem_norm the stem has no norms: the stem is the only path from the input to the
+        # output, and per-image normalisation there discards the mean and scale of the noisy input
+        # that the noise prediction needs (trained on digits, the cU-Net with GroupNorms there had
+        # 10x the U-Net's loss at high noise and sampled the wrong brightness).
+        norm = (lambda n: [nn.InstanceNorm2d(n, affine=False)]) if c.stem_norm else (lambda n: [])
         self.stem = nn.Sequential(
-            nn.Conv2d(channels, c0 // 2, 3, padding=1),
-            nn.Softplus(),
-            nn.Conv2d(c0 // 2, c0, 1),
-            nn.Softplus(),
+            *norm(channels), nn.Conv2d(channels, c0 // 2, 3, padding=1), nn.Softplus(),
+            *norm(c0 // 2), nn.Conv2d(c0 // 2, c0, 1), nn.Softplus(),
         )
         self.encoder = nn.ModuleList(
-            _Level(w, a, time_dim, c) for w, a in zip(widths[:-1], c.attention[:-1])
+            _Level(w, a, film_dim, c) for w, a in zip(widths[:-1], c.attention[:-1])
         )
-        self.down = nn.ModuleList(nn.Conv2d(a, b, 1) for a, b in zip(widths[:-1], widths[1:]))
-        self.middle = _Level(widths[-1], c.attention[-1], time_dim, c)
-        self.up = nn.ModuleList(nn.Conv2d(b, a, 1) for a, b in zip(widths[:-1], widths[1:]))
-        self.merge = nn.ModuleList(nn.Conv2d(2 * w, w, 1) for w in widths[:-1])
+        self.down = nn.ModuleList(_pointwise(a, b, c.transition_act) for a, b in zip(widths[:-1], widths[1:]))
+        self.middle = _Level(widths[-1], c.attention[-1], film_dim, c)
+        project = c.skip_merge == "project"
+        self.up = nn.ModuleList(
+            nn.Conv2d(b, a, 1) if project else nn.Identity() for a, b in zip(widths[:-1], widths[1:])
+        )
+        self.merge = nn.ModuleList(
+            _pointwise(2 * a if project else a + b, a, c.transition_act) for a, b in zip(widths[:-1], widths[1:])
+        )
         self.decoder = nn.ModuleList(
-            _Level(w, a, time_dim, c) for w, a in zip(widths[:-1], c.attention[:-1])
+            _Level(w, a, film_dim, c) for w, a in zip(widths[:-1], c.attention[:-1])
         )
         self.head = nn.Conv2d(c0, channels, 1)
 
@@ -135,7 +168,9 @@ class CUNet(nn.Module):
         return sum(m.nfe for m in self.modules() if isinstance(m, ODEBlock))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        t_emb = self.time_mlp(t) if self.time_mlp is not None else None
+        t_emb = None
+        if self.config.time_conditioning:
+            t_emb = self.time_mlp(t) if self.time_mlp is not None else self.time_table(t)
         z = self.stem(x)
         skips = []
         for level, down in zip(self.encoder, self.down):

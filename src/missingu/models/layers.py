@@ -27,6 +27,46 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+class StepTable(nn.Module):
+    """The authors' draft step embedding: a frozen table of ``rows`` sinusoids,
+    ``e(t)[2i] = sin(t w_i)``, ``e(t)[2i+1] = cos(t w_i)``, ``w_i = 10000^(-4i/d)``.
+
+    As in the draft, the table's entries are parameters that are never trained (they count in
+    the parameter total, not in the trainable one). Integer steps below ``rows`` read the table;
+    other steps (the probability-flow ODE's fractional ones) evaluate the same formula.
+    """
+
+    def __init__(self, dim: int, rows: int = 1000):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"step table dim must be even, got {dim}")
+        self.dim = dim
+        self.table = nn.Parameter(self.formula(torch.arange(rows), dim), requires_grad=False)
+
+    @staticmethod
+    def formula(t: Tensor, dim: int) -> Tensor:
+        freqs = 10000.0 ** (-4 * torch.arange(dim // 2, dtype=torch.float64, device=t.device) / dim)
+        angles = t.double()[:, None] * freqs[None, :]
+        return torch.stack((angles.sin(), angles.cos()), dim=-1).reshape(len(t), dim).float()
+
+    def forward(self, t: Tensor) -> Tensor:
+        rows = self.table.shape[0]
+        if bool(((t == t.round()) & (t >= 0) & (t < rows)).all()):
+            return self.table[t.long()]
+        return self.formula(t, self.dim).to(self.table)
+
+
+NORMS = ("group", "instance")
+
+
+def norm_layer(kind: str, channels: int, groups: int) -> nn.Module:
+    """``group``: GroupNorm(groups) with a learned scale and shift; ``instance``: the draft's
+    InstanceNorm2d, per channel and without affine parameters."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False)
+    return nn.GroupNorm(groups, channels)
+
+
 def time_mlp(dim: int, time_dim: int) -> nn.Sequential:
     """Step -> sinusoidal(dim) -> Linear -> GELU -> Linear, giving a ``time_dim`` embedding."""
     return nn.Sequential(

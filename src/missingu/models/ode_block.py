@@ -7,10 +7,12 @@ The state ``z`` has ``C`` channels. Two dynamics are offered:
 * ``augmented_first_order`` (the authors' draft code): ``z' = f(z, t_emb)`` with ``f``
   mapping the whole state; the position/velocity split is nominal.
 
-``f`` is GroupNorm -> conv3x3 -> softplus -> GroupNorm -> FiLM(t_emb) -> conv3x3, its last
-conv zero-initialised so an untrained block starts near the identity flow. The diffusion-time
-embedding enters every evaluation of ``f`` through the FiLM scale/shift unless
-``time_conditioning`` is off (the draft's defect, kept as an ablation).
+``f`` is norm -> conv3x3 -> softplus -> norm -> FiLM(t_emb) -> conv3x3 (``func_output:
+linear``), its last conv zero-initialised so an untrained block has ``f = 0``: the state keeps
+its initial value (``second_order``: ``x(1) = x(0) + v(0)``, ``v`` constant). The draft's
+``softplus_residual`` ends instead in ``softplus(conv3x3(.)) + z`` (for ``second_order`` the
+residual is ``v``). The diffusion-time embedding enters every evaluation of ``f`` through the
+FiLM scale/shift unless ``time_conditioning`` is off (the draft's defect, kept as an ablation).
 
 Solving uses torchdiffeq (``odeint`` or, with ``adjoint``, ``odeint_adjoint``, Chen et al. 2018),
 so training memory with the adjoint does not grow with the number of solver steps.
@@ -26,7 +28,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from ..config import ConfigError, choose, positive
-from .layers import scale_shift
+from .layers import norm_layer, scale_shift
 
 FIXED_STEP_SOLVERS = ("euler", "midpoint", "rk4")
 ADAPTIVE_SOLVERS = ("dopri5",)
@@ -65,24 +67,34 @@ class SolverConfig:
         return odeint(func, z0, grid, **kwargs)[-1]
 
 
-class ODEFunc(nn.Module):
-    """``f(z, film) = conv2(FiLM(GN(softplus(conv1(GN(z))))))``, channels ``dim_in -> dim_out``."""
+FUNC_OUTPUTS = ("linear", "softplus_residual")
 
-    def __init__(self, dim_in: int, hidden: int, dim_out: int, groups: int):
+
+class ODEFunc(nn.Module):
+    """``f(z, film) = conv2(FiLM(N(softplus(conv1(N(z))))))``, channels ``dim_in -> dim_out``;
+    with ``softplus_residual``, ``softplus(conv2(.)) + z[:, -dim_out:]`` (the draft's)."""
+
+    def __init__(self, dim_in: int, hidden: int, dim_out: int, groups: int, norm: str = "group",
+                 output: str = "linear"):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, dim_in)
+        self.norm1 = norm_layer(norm, dim_in, groups)
         self.conv1 = nn.Conv2d(dim_in, hidden, 3, padding=1)
         self.act = nn.Softplus()
-        self.norm2 = nn.GroupNorm(groups, hidden)
+        self.norm2 = norm_layer(norm, hidden, groups)
         self.conv2 = nn.Conv2d(hidden, dim_out, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        self.residual = output == "softplus_residual"
+        if not self.residual:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
 
     def forward(self, z: Tensor, film: Tensor | None) -> Tensor:
         h = self.norm2(self.act(self.conv1(self.norm1(z))))
         if film is not None:
             h = scale_shift(h, film)
-        return self.conv2(h)
+        out = self.conv2(h)
+        if self.residual:
+            return self.act(out) + z[:, z.shape[1] - out.shape[1]:]
+        return out
 
 
 class _Vectorfield(nn.Module):
@@ -115,6 +127,8 @@ class ODEBlock(nn.Module):
         dynamics: Literal["second_order", "augmented_first_order"] = "second_order",
         solver: SolverConfig = SolverConfig(),
         groups: int = 8,
+        norm: str = "group",
+        func_output: str = "linear",
     ):
         super().__init__()
         if dynamics not in DYNAMICS:
@@ -124,7 +138,7 @@ class ODEBlock(nn.Module):
         self.dynamics = dynamics
         self.solver = solver
         dim_out = channels // 2 if dynamics == "second_order" else channels
-        self.func = ODEFunc(channels, channels, dim_out, groups)
+        self.func = ODEFunc(channels, channels, dim_out, groups, norm=norm, output=func_output)
         self.film = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, 2 * channels)) if time_dim else None
         self.nfe = 0
 
