@@ -17,7 +17,7 @@ from missingu.models import ARCHITECTURES, build_model
 from missingu.models.ode_block import ODEBlock, SolverConfig
 from missingu.profile_run import plan, run_profile
 from missingu.profiling import count_parameters, measure_call
-from missingu.report import claims_table
+from missingu.report import MEASURES, claims_table, verdict
 
 
 class _Conv(nn.Module):
@@ -125,24 +125,77 @@ def _claims():
     return yaml.safe_load((Path(__file__).resolve().parents[1] / "config/paper_claims.yaml").read_text())
 
 
+@pytest.mark.parametrize(
+    ("measured", "claimed", "noisy", "expected"),
+    [
+        (0.20, 0.25, False, "reproduced"),  # better than claimed
+        (0.26, 0.25, False, "reproduced"),  # within the 5% tolerance: 0.2625
+        (0.27, 0.25, False, "partly"),  # right direction, short of the claim
+        (0.99, 0.25, False, "partly"),
+        (1.00, 0.25, False, "not reproduced"),
+        (1.30, 0.25, False, "not reproduced"),
+        (0.70, 0.70, True, "reproduced"),  # exactly "30% faster"
+        (0.73, 0.70, True, "reproduced"),
+        (0.74, 0.70, True, "partly"),  # 26% faster: short of "up to 30%"
+        (0.94, 0.70, True, "partly"),
+        (0.96, 0.70, True, "inconclusive"),  # within noise
+        (1.04, 0.70, True, "inconclusive"),
+        (1.06, 0.70, True, "not reproduced"),
+        (0.96, 0.70, False, "partly"),  # parameters are not noisy
+        (0.50, None, True, "reproduced"),  # a claim of direction only ("less memory")
+        (0.96, None, True, "inconclusive"),
+        (1.10, None, True, "not reproduced"),
+    ],
+)
+def test_verdict_words_on_both_sides_of_each_threshold(measured, claimed, noisy, expected):
+    claims = _claims()
+    assert verdict(measured, claimed, claims["tolerance"], claims["noise_band"], noisy) == expected
+
+
+def test_claims_file_lists_every_claim_with_a_source_and_a_way_to_test_it():
+    claims = _claims()
+    ids = [c["id"] for c in claims["claims"]]
+    assert len(ids) == len(set(ids))
+    for claim in claims["claims"]:
+        assert claim["source"] in claims["sources"], claim["id"]
+        ways = [key for key in ("measure", "tested_by", "needs") if key in claim]
+        assert len(ways) == 1, claim["id"]
+        if "measure" in claim:
+            assert claim["measure"] in MEASURES and "claimed_ratio" in claim, claim["id"]
+    text = " ".join(c["claim"] for c in claims["claims"])
+    for number in ("1/4", "75%", "30%", "up to 30%", "up to 70%", "up to 80%", "33.29", "27.56", "26.77", "3.552",
+                   "6.039", "5.289", "6.249", "24.71", "12.14 / 8.84 / 3.04 / 0.38", "6.84", "0.765", "8,811,875",
+                   "2.83", "7.21", "49%", "61%", "59%", "71%", "76%", "7.73"):
+        assert number in text, number
+
+
 def test_claims_table_verdicts():
-    row = {"device_name": "cpu", "variant": "base", "shape": "3x64x64"}
+    row = {"device_name": "cpu", "variant": "base", "shape": "3x64x64", "weights": "init"}
     profile = pd.DataFrame([
         {**row, "model": "unet", "arch": "unet", "preset": "paper", "params_total": 100, "flops_per_call": 100,
-         "latency_ms_b1": 10.0},
+         "latency_ms_b1": 10.0, "train_step_mib": 100.0},
         {**row, "model": "cunet", "arch": "cunet", "preset": "paper", "params_total": 20, "flops_per_call": 50,
-         "latency_ms_b1": 8.0},
+         "latency_ms_b1": 8.0, "train_step_mib": 50.0},
     ])
-    table = claims_table(profile, _claims()).set_index("metric")
-    assert table.loc["parameters", "verdict"] == "reproduced"
-    assert math.isclose(table.loc["parameters", "measured_ratio"], 0.2)
-    assert table.loc["FLOPs per call", "verdict"] == "not reproduced"
-    assert table.loc["time per call, batch 1", "verdict"] == "reproduced"
-    assert "20% faster" in table.loc["time per call, batch 1", "detail"]
-    profile.loc[1, "latency_ms_b1"] = 10.3  # 3% slower: within the band the claims file calls inconclusive
-    assert claims_table(profile, _claims()).set_index("metric").loc["time per call, batch 1", "verdict"] == "inconclusive"
+    table = claims_table(profile, _claims()).set_index("claim_id")
+    assert table.loc["parameters_quarter", "verdict"] == "reproduced"
+    assert math.isclose(table.loc["parameters_quarter", "measured_ratio"], 0.2)
+    assert table.loc["flops_30", "verdict"] == "partly" and table.loc["flops_30", "detail"] == (
+        "50.0% of the U-Net's FLOPs per call; claimed 30%")
+    assert table.loc["faster_30", "verdict"] == "partly"
+    assert table.loc["faster_30", "detail"] == "20% faster; claimed up to 30% faster"
+    assert table.loc["less_memory", "verdict"] == "reproduced"
+    assert table.loc["faster_30", "weights"] == "initial" and table.loc["faster_30", "device"] == "cpu"
+    assert table.loc["denoising_lpips", "verdict"].startswith("not measured yet (needs: the denoising task")
+    assert table.loc["draft_parameters", "verdict"].startswith("checked by the tests: tests/test_draft.py")
+    assert len(table) >= len(_claims()["claims"])  # every claim listed, none dropped
+    profile.loc[1, "latency_ms_b1"] = 10.3  # 3% slower: within the noise band
+    assert claims_table(profile, _claims()).set_index("claim_id").loc["faster_30", "verdict"] == "inconclusive"
+    profile.loc[1, "preset"] = "draft"  # the authors' own network is one of the paper's architectures
+    assert not claims_table(profile, _claims())["verdict"].str.contains("indicative").any()
     profile.loc[1, "preset"] = "digits"
-    assert all(v.endswith("(indicative: not the paper's architectures)") for v in claims_table(profile, _claims())["verdict"])
+    measured = claims_table(profile, _claims()).dropna(subset=["measured_ratio"])
+    assert all(v.endswith("(indicative: not the paper's architectures)") for v in measured["verdict"])
 
 
 def test_training_memory_is_measured_and_the_adjoint_saves_some():

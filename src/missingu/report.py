@@ -7,7 +7,6 @@ nothing here trains or samples. Needs the ``pipeline`` extra (pandas, matplotlib
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,77 +151,127 @@ def efficiency_table(profile: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _ratio_metrics(profile: pd.DataFrame) -> list[tuple[str, str, str]]:
-    metrics = [("parameters", "params_total", "parameters"), ("flops", "flops_per_call", "FLOPs per call")]
-    for col in profile.columns:
-        if col.startswith("latency_ms_b"):
-            metrics.append(("inference_time", col, f"time per call, batch {col.removeprefix('latency_ms_b')}"))
-        elif col.startswith("sample_s_"):
-            metrics.append(("inference_time", col, f"time to sample a batch, {col.removeprefix('sample_s_')}"))
-    return metrics
+# A claim's ``measure``: what it compares (words) and whether its ratio is noisy (time, memory).
+MEASURES: dict[str, tuple[str, bool]] = {
+    "parameters": ("parameters", False),
+    "flops": ("FLOPs per call", False),
+    "time": ("time", True),
+    "train_memory": ("training-step memory", True),
+}
+_MEASURE_COLUMN = {"parameters": "params_total", "flops": "flops_per_call", "train_memory": "train_step_mib"}
+
+
+def verdict(measured: float, claimed: float | None, tolerance: float, noise_band: Sequence[float],
+            noisy: bool) -> str:
+    """The verdict on a cU-Net / U-Net cost ratio (smaller is better) against a claimed one:
+    ``inconclusive`` inside the noise band (noisy measures only), ``not reproduced`` at 1 or
+    more, ``reproduced`` at most ``claimed * (1 + tolerance)`` (any ratio below 1 for a claim
+    of direction only, ``claimed`` None), else ``partly``."""
+    low, high = noise_band
+    if noisy and low <= measured <= high:
+        return "inconclusive"
+    if measured >= 1:
+        return "not reproduced"
+    if claimed is None or measured <= claimed * (1 + tolerance):
+        return "reproduced"
+    return "partly"
+
+
+def _columns(profile: pd.DataFrame, measure: str) -> list[tuple[str, str]]:
+    """The profile columns a measure compares, with the metric's words."""
+    if measure == "time":
+        return [(col, f"time per call, batch {col.removeprefix('latency_ms_b')}") if col.startswith("latency_ms_b")
+                else (col, f"time to sample a batch, {col.removeprefix('sample_s_')}")
+                for col in profile.columns if col.startswith(("latency_ms_b", "sample_s_"))]
+    column = _MEASURE_COLUMN[measure]
+    return [(column, MEASURES[measure][0])] if column in profile.columns else []
+
+
+def _detail(measure: str, ratio: float, claimed: float | None) -> str:
+    if measure == "time":
+        change = "faster" if ratio < 1 else "slower"
+        said = f"{abs(1 - ratio):.0%} {change}"
+        wanted = "" if claimed is None else f"; claimed up to {1 - claimed:.0%} faster"
+        return said + wanted
+    said = f"{ratio:.1%} of the U-Net's {MEASURES[measure][0]}"
+    return said + ("" if claimed is None else f"; claimed {claimed:.0%}")
+
+
+CLAIMS_COLUMNS = ["claim_id", "source", "claim", "shape", "pair", "metric", "claimed_ratio", "measured_ratio",
+                  "verdict", "detail", "weights", "device"]
 
 
 def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFrame:
-    """Measured cU-Net / U-Net ratios beside the claimed ones, with a verdict in words.
+    """Every claim of ``config/paper_claims.yaml`` with a verdict in words.
 
-    Every (U-Net, cU-Net) pair of base rows at the same input shape is compared; a claim
-    holds when the measured ratio is at most its ``holds_up_to``; a ratio inside its
-    ``inconclusive_between`` band is called inconclusive. Pairs that are not both ``paper``
-    presets are marked indicative."""
-    ratios = claims["missing_u"]["ratios"]
-    base = profile[profile["variant"] == "base"]
+    A claim with a ``measure`` gets one row per (U-Net, cU-Net) pair of base rows at the same
+    input shape and per matching profile column: measured and claimed cU-Net / U-Net ratio,
+    :func:`verdict`, the device and whether the weights were trained. Pairs other than the paper's
+    architectures (U-Net ``paper`` with cU-Net ``paper`` or ``draft``) are marked indicative.
+    A claim checked by a test, or not yet measurable, gets one row that says so."""
+    tolerance, band = claims["tolerance"], claims["noise_band"]
+    base = profile[profile["variant"] == "base"] if "variant" in profile else profile.iloc[:0]
     rows = []
-    for shape, group in base.groupby("shape", sort=False):
-        for _, u in group[group["arch"] == "unet"].iterrows():
-            for _, c in group[group["arch"] == "cunet"].iterrows():
-                paper = u["preset"] == "paper" and c["preset"] == "paper"
-                for key, col, label in _ratio_metrics(profile):
-                    if pd.isna(u.get(col)) or pd.isna(c.get(col)):
-                        continue
-                    ratio = float(c[col]) / float(u[col])
-                    claim = ratios[key]
-                    holds = ratio <= claim["holds_up_to"]
-                    low, high = claim.get("inconclusive_between", (math.inf, -math.inf))
-                    if key == "inference_time":
-                        change = "faster" if ratio < 1 else "slower"
-                        detail = f"cU-Net takes {ratio:.0%} of the U-Net's time ({abs(1 - ratio):.0%} {change})"
-                    else:
-                        detail = f"cU-Net has {ratio:.1%} of the U-Net's {label}"
-                    rows.append({
-                        "shape": shape, "pair": f"{c['model']} ({c['preset']}) / {u['model']} ({u['preset']})",
-                        "metric": label, "claimed_ratio": claim["claimed"], "claim": claim["wording"],
-                        "measured_ratio": round(ratio, 4),
-                        "verdict": ("inconclusive" if low <= ratio <= high else
-                                    "reproduced" if holds else "not reproduced")
-                        + ("" if paper else " (indicative: not the paper's architectures)"),
-                        "detail": detail, "device": u["device_name"],
-                    })
-    columns = ["shape", "pair", "metric", "claimed_ratio", "claim", "measured_ratio", "verdict", "detail", "device"]
-    return pd.DataFrame(rows, columns=columns)
+    for claim in claims["claims"]:
+        common = {"claim_id": claim["id"], "source": claim["source"], "claim": claim["claim"]}
+        if "measure" not in claim:
+            status = (f"checked by the tests: {claim['tested_by']}" if "tested_by" in claim
+                      else f"not measured yet (needs: {claim['needs']})")
+            rows.append({**common, "verdict": status})
+            continue
+        measure, claimed = claim["measure"], claim.get("claimed_ratio")
+        found = False
+        for shape, group in base.groupby("shape", sort=False):
+            for _, u in group[group["arch"] == "unet"].iterrows():
+                for _, c in group[group["arch"] == "cunet"].iterrows():
+                    paper = u["preset"] == "paper" and c["preset"] in ("paper", "draft")
+                    for col, label in _columns(profile, measure):
+                        if pd.isna(u.get(col)) or pd.isna(c.get(col)):
+                            continue
+                        found = True
+                        ratio = float(c[col]) / float(u[col])
+                        words = verdict(ratio, claimed, tolerance, band, MEASURES[measure][1])
+                        weights = "trained" if {u["weights"], c["weights"]} == {"trained"} else "initial"
+                        rows.append({
+                            **common, "shape": shape, "metric": label, "claimed_ratio": claimed,
+                            "pair": f"{c['model']} ({c['preset']}) / {u['model']} ({u['preset']})",
+                            "measured_ratio": round(ratio, 4),
+                            "verdict": words + ("" if paper else " (indicative: not the paper's architectures)"),
+                            "detail": _detail(measure, ratio, claimed), "weights": weights,
+                            "device": u["device_name"],
+                        })
+        if not found:
+            rows.append({**common, "verdict": "not measured yet (needs: a U-Net and a cU-Net profiled at one shape)"})
+    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
 
 
 def plot_claims(table: pd.DataFrame, path: str | Path) -> None:
-    """Measured cU-Net / U-Net ratios (bars) against the claimed ratios (black ticks)."""
+    """Measured cU-Net / U-Net ratios (bars) against every claimed ratio on that metric (black ticks)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     sns.set_theme(style="whitegrid")
+    table = table[table["measured_ratio"].notna()]
     if table.empty:
         fig, ax = plt.subplots(figsize=(6, 1.5))
         ax.axis("off")
         ax.text(0.5, 0.5, "no U-Net / cU-Net pair was profiled at a common input shape", ha="center", va="center")
         save_figure(fig, path)
         return
-    pairs = list(dict.fromkeys(table["shape"] + "  " + table["pair"]))
-    fig, axes = plt.subplots(len(pairs), 1, squeeze=False, figsize=(8, 0.45 * len(table) + 1.5 * len(pairs)))
-    for ax, pair in zip(axes[:, 0], pairs):
-        part = table[(table["shape"] + "  " + table["pair"]) == pair]
-        y = range(len(part))
-        ax.barh(list(y), part["measured_ratio"], color="tab:blue", label="measured")
-        ax.scatter(part["claimed_ratio"], list(y), color="black", marker="|", s=300, label="claimed", zorder=3)
-        ax.set_yticks(list(y), part["metric"])
+    panels = list(dict.fromkeys(table["shape"] + "  " + table["pair"]))
+    sizes = [table[(table["shape"] + "  " + table["pair"]) == p]["metric"].nunique() for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(8, 0.45 * sum(sizes) + 1.5 * len(panels)))
+    for ax, panel in zip(axes[:, 0], panels):
+        part = table[(table["shape"] + "  " + table["pair"]) == panel]
+        metrics = list(dict.fromkeys(part["metric"]))
+        measured = part.drop_duplicates("metric").set_index("metric")["measured_ratio"]
+        ax.barh(range(len(metrics)), [measured[m] for m in metrics], color="tab:blue", label="measured")
+        claimed = part[part["claimed_ratio"].notna()]
+        ax.scatter(claimed["claimed_ratio"], [metrics.index(m) for m in claimed["metric"]], color="black",
+                   marker="|", s=300, label="claimed", zorder=3)
+        ax.set_yticks(range(len(metrics)), metrics)
         ax.axvline(1.0, color="grey", lw=0.8)
-        ax.set_title(pair, fontsize=10)
+        ax.set_title(panel, fontsize=10)
         ax.set_xlabel("cU-Net / U-Net")
         ax.invert_yaxis()
     axes[0, 0].legend(loc="lower right")
