@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchdiffeq import odeint
 
+import missingu.samplers
 from missingu.diffusion import Diffusion, DiffusionConfig
 from missingu.samplers import SAMPLERS, SamplerSpec, ddim_timesteps, expected_calls, sample
 
@@ -114,3 +116,61 @@ def test_samples_do_not_depend_on_batch_size(spec):
     assert torch.allclose(whole, parts, atol=1e-4)
     other_seeds = sample(model, d, s, (1, 8, 8), range(10, 16)).images
     assert not torch.allclose(whole, other_seeds)
+
+
+def mixture_denoiser(diffusion: Diffusion, m: float, s: float):
+    """The MMSE eps prediction for pixels drawn from ``0.5 N(-m, s^2) + 0.5 N(m, s^2)``: with
+    ``v = ab s^2 + 1 - ab`` the posterior mean of the component centre is ``m tanh(sqrt(ab) m x / v)``.
+    Unlike the Gaussian's linear field, this one turns steep late in the chain for the pixels
+    that sit between the modes, so samples ask for different step sizes."""
+
+    def denoise(x, t):
+        ab = diffusion.alpha_bar_at(t).reshape(-1, 1, 1, 1)
+        v = ab * s * s + 1 - ab
+        centre = m * torch.tanh(ab.sqrt() * m * x / v)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * centre) / v
+
+    return denoise
+
+
+def _batch_wide_solve(field, x, u_start, u_end, *, method, rtol, atol):
+    """The PF-ODE solve before per-sample step control: torchdiffeq with one step size per batch."""
+    return odeint(field, x, torch.tensor([u_start, u_end]), method=method, rtol=rtol, atol=atol)[-1]
+
+
+def _dopri5_batch_and_alone(callback=None):
+    """Seeds 0..7 drawn as one batch of 8 and one at a time, with dopri5 at rtol = atol = 1e-5."""
+    d = Diffusion()
+    spec = SamplerSpec(name="x", kind="pf_ode", method="dopri5", rtol=1e-5, atol=1e-5)
+    denoiser = mixture_denoiser(d, 0.6, 0.05)
+    whole = sample(denoiser, d, spec, (1, 8, 8), range(8), callback=callback)
+    alone = [sample(denoiser, d, spec, (1, 8, 8), [k]) for k in range(8)]
+    return whole, alone
+
+
+# The images lie in about [-1, 1]. A sample's arithmetic is the same in any batch (the denoiser is
+# elementwise, the step control per sample), so only float32 rounding of batched operations may
+# differ: 1e-5 is ~100 float32 ulps at that scale, yet below the solver's own per-step tolerance.
+# A step size shared by the batch moves each sample by the solver's error instead: 4e-4 measured
+# (test below), 40 times the tolerance.
+BATCH_TOL = 1e-5
+
+
+def test_adaptive_pf_ode_does_not_depend_on_batch_size():
+    seen = []
+    whole, alone = _dopri5_batch_and_alone(callback=seen.append)
+    images = torch.cat([out.images for out in alone])
+    assert torch.allclose(whole.images, images, rtol=0, atol=BATCH_TOL)
+    # samples take different numbers of steps; the batch calls the network until its slowest one is done
+    calls = [out.network_calls for out in alone]
+    assert len(set(calls)) > 1 and whole.network_calls == max(calls)
+    # one callback per ODE evaluation (all but the final x0 prediction), each sample at its own step
+    assert len(seen) == whole.network_calls - 1
+    assert all(c["t"].shape == (8,) for c in seen) and any(len(set(c["t"].tolist())) > 1 for c in seen)
+
+
+def test_batch_wide_step_size_would_fail_the_batch_check(monkeypatch):
+    monkeypatch.setattr(missingu.samplers, "_solve_per_sample", _batch_wide_solve)
+    whole, alone = _dopri5_batch_and_alone()
+    images = torch.cat([out.images for out in alone])
+    assert (whole.images - images).abs().max() > BATCH_TOL

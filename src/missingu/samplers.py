@@ -5,7 +5,9 @@
 ``denoiser(x_t, t)`` is the trained network (eps or v output, per ``diffusion.config``);
 ``noise`` supplies the per-sample random streams of stochastic samplers, so a sample does
 not depend on the batch it was drawn in. ``callback`` receives a dict with ``step``, ``t``,
-``x`` and ``x0`` (the current clean-image estimate) after every network evaluation.
+``x`` and ``x0`` (the current clean-image estimate) after every network evaluation; ``t`` is
+a number, except for the adaptive PF-ODE, where every sample advances at its own pace and ``t``
+is a tensor with each sample's (fractional) step.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torchode
 from torch import Tensor
 from torchdiffeq import odeint
 from tqdm.auto import tqdm
@@ -118,13 +121,21 @@ def sample_pf_ode(
     rtol: float = 1e-5,
     atol: float = 1e-5,
 ) -> Tensor:
-    """Probability-flow ODE (Song et al. 2021, score SDE), solved with torchdiffeq.
+    """Probability-flow ODE (Song et al. 2021, score SDE).
 
     With ``sigma = sqrt((1 - ab)/ab)`` and ``u = log sigma`` the PF-ODE of the (variance
     preserving) DDPM reads ``dx/du = sqrt(1 - ab) eps(x, t(u)) - (1 - ab) x`` with ``ab = 1/(1 + sigma^2)``
     (the DDIM ODE, Song et al. 2021 Eq. 14, in x-space). It is integrated from step ``T-1``
     to step ``0`` (``t(u)`` interpolates ``log alpha_bar`` between steps), then ``x0`` is
-    predicted once more at step 0. Fixed-step methods take ``steps`` uniform steps in ``u``.
+    predicted once more at step 0.
+
+    Fixed-step methods take ``steps`` uniform steps in ``u`` with torchdiffeq. Adaptive methods
+    (``dopri5``) are solved with torchode, which controls the step size of every sample on its
+    own (own error norm, accepted and rejected steps): torchdiffeq's adaptive solvers pick one
+    step size from an error norm over the whole batch, so a sample would depend on the batch it
+    is drawn in. The denoiser is still called on the whole batch at once, each sample at its own
+    ``t``; a sample that has reached step 0 is carried along unchanged until the slowest one
+    finishes, so the batch makes as many network calls as its most demanding sample alone.
     """
     d = diffusion.to(x.device)
     t_grid = torch.arange(d.timesteps, dtype=torch.float64, device=x.device)
@@ -135,33 +146,53 @@ def sample_pf_ode(
     nfe = 0
 
     def t_of_u(u: Tensor) -> Tensor:
-        """Fractional step index with ``log sigma(t) = u`` (linear interpolation)."""
-        hi = torch.searchsorted(log_sigma, u.double().reshape(1)).clamp(1, d.timesteps - 1)
+        """Fractional step indices with ``log sigma(t) = u`` (linear interpolation), one per entry of ``u``."""
+        u = u.double().reshape(-1).contiguous()
+        hi = torch.searchsorted(log_sigma, u).clamp(1, d.timesteps - 1)
         lo = hi - 1
         frac = (u - log_sigma[lo]) / (log_sigma[hi] - log_sigma[lo])
         return (lo + frac.clamp(0, 1)).float()
 
     def field(u: Tensor, x_u: Tensor) -> Tensor:
+        """``dx/du`` at a shared ``u`` (a scalar) or at one ``u`` per sample."""
         nonlocal nfe
         t = t_of_u(u).expand(x_u.shape[0])
         eps, x0 = d.eps_x0(denoiser(x_u, t), x_u, t)
-        one_minus_ab = torch.sigmoid(2 * u)  # sigma^2 / (1 + sigma^2)
+        one_minus_ab = torch.sigmoid(2 * u).to(x_u.dtype).reshape(-1, *[1] * (x_u.dim() - 1))  # sigma^2/(1+sigma^2)
         nfe += 1
         bar.update()
         if callback is not None:
-            callback({"step": nfe - 1, "t": t[0].item(), "x": x_u, "x0": x0})
+            callback({"step": nfe - 1, "t": t[0].item() if u.dim() == 0 else t, "x": x_u, "x0": x0})
         return one_minus_ab.sqrt() * eps - one_minus_ab * x_u
 
     if method in FIXED_STEP_SOLVERS:
         grid = torch.linspace(u_start, u_end, steps + 1, device=x.device)
         x = odeint(field, x, grid, method=method)[-1]
     else:
-        grid = torch.tensor([u_start, u_end], device=x.device)
-        x = odeint(field, x, grid, method=method, rtol=rtol, atol=atol)[-1]
+        x = _solve_per_sample(field, x, u_start, u_end, method=method, rtol=rtol, atol=atol)
     t0 = torch.zeros(x.shape[0], device=x.device)
     _, x0 = d.eps_x0(denoiser(x, t0), x, t0)
     bar.close()
     return x0
+
+
+def _solve_per_sample(
+    field: Callable[[Tensor, Tensor], Tensor], x: Tensor, u_start: float, u_end: float, *,
+    method: str, rtol: float, atol: float,
+) -> Tensor:
+    """``x(u_end)`` for ``dx/du = field(u, x)``, ``x(u_start) = x``, with torchode's adaptive
+    ``method``: one step size per sample. ``field`` gets a ``(B,)`` float64 ``u`` and images."""
+    shape = x.shape
+    term = torchode.ODETerm(lambda u, y: field(u, y.reshape(shape)).flatten(1))
+    controller = torchode.IntegralController(atol=atol, rtol=rtol, term=term).to(x.device)
+    # time in float64 (torchode keeps the time and data dtypes apart); the data stay in x's dtype
+    u_span = torch.tensor([u_start, u_end], dtype=torch.float64, device=x.device)
+    solution = torchode.solve_ivp(term, x.flatten(1), u_span, method=method, controller=controller)
+    failed = (solution.status != torchode.Status.SUCCESS.value).nonzero().flatten().tolist()
+    if failed:
+        codes = sorted({torchode.Status(int(c)).name for c in solution.status[failed]})
+        raise RuntimeError(f"pf_ode/{method}: the ODE solve failed for batch entries {failed} ({', '.join(codes)})")
+    return solution.ys[:, -1].reshape(shape)
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -206,7 +237,12 @@ class SamplerSpec:
 @dataclass
 class SampleOutput:
     """Samples in model range ``[-1, 1]`` (not clamped), the number of network calls and, for
-    networks with ODE blocks (an ``nfe`` attribute), the ODE-function evaluations they made."""
+    networks with ODE blocks (an ``nfe`` attribute), the ODE-function evaluations they made.
+
+    A network call evaluates the denoiser on the whole batch. For the adaptive PF-ODE each
+    sample takes its own steps and the batch makes the calls of its most demanding sample drawn
+    alone (finished samples are evaluated along until the last one is done), so the count can
+    grow with the batch size while every sample's result stays the same."""
 
     images: Tensor
     network_calls: int
