@@ -177,3 +177,13 @@ def test_restart_on_change_by_hand(tmp_path, trained_unet, capsys):
     assert main([*args, "--restart-on-change"]) == 0
     assert json.loads((copy / "config.json").read_text())["config"]["train"]["lr"] == 0.002
     assert len(list((copy / "superseded").glob("resume-*.pt"))) == 1
+
+
+def test_training_twice_gives_identical_weights(tmp_path, trained_unet):
+    # the initial weights come from the seed too: two runs of one config are bit-identical
+    cfg, run, data = trained_unet
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(cfg), "--model", "unet", "--data", str(data), "--out-dir", str(again),
+                 "--no-progress", "--threads", "1"]) == 0
+    first, second = (torch.load(d / "ema.pt", weights_only=True)["state_dict"] for d in (run, again))
+    assert all(torch.equal(first[k], second[k]) for k in first)

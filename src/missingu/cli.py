@@ -101,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _experiment(args)
     meta = run_meta(cfg, args.dataset, args.model)
     c, h, w = meta["image_shape"]
+    torch.manual_seed(cfg.seed)  # the initial weights, like everything else, follow from the seed
     model = model_from_spec(cfg.model(args.model), c, h)
     device = resolve_device(args.device or cfg.device)
     data = _train_data(args, cfg)
