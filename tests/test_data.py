@@ -59,3 +59,10 @@ def test_prepared_file_round_trip(tmp_path):
     assert torch.equal(back.images, data.images) and torch.equal(back.labels, data.labels)
     with pytest.raises(FileNotFoundError, match="prepare-data"):
         load_imageset(tmp_path / "missing.pt")
+
+
+def test_train_split_size_of_the_embedded_dataset_is_the_registered_one():
+    spec = DatasetSpec(name="digits")
+    assert len(spec.load("train")) == SOURCES["digits"].train_images
+    assert spec.train_bytes == SOURCES["digits"].train_images * 16 * 16
+    assert DatasetSpec(name="celeba", max_images=10).train_bytes == 10 * 3 * 64 * 64

@@ -316,7 +316,8 @@ def test_no_samplers_runs_to_the_end(tmp_path):
 def test_slurm_partition_and_account_come_from_the_workflow_profile(tmp_path):
     profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
     assert {"slurm_partition", "slurm_account"} <= set(profile["default-resources"])
-    assert not any("slurm_" in p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk"))
+    assert not any(key in p.read_text() for p in (ROOT / "workflow/rules").glob("*.smk")
+                   for key in ("slurm_partition", "slurm_account"))
     proc = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/slurm"),
                      "--configfile", str(ROOT / "config/smoke.yaml"),
                      "--default-resources", "slurm_partition=gpu", "slurm_account=mylab")

@@ -171,19 +171,21 @@ def _lsun_church(spec: DatasetSpec, split: Split) -> ImageSet:
 
 @dataclass(frozen=True)
 class DataSource:
-    """A dataset loader with its image channels and native size."""
+    """A dataset loader with its image channels, native size and number of training images
+    (what the pipeline sizes its jobs' memory by)."""
 
     load: Callable[[DatasetSpec, Split], ImageSet]
     channels: int
     default_size: int
+    train_images: int
 
 
 SOURCES: dict[str, DataSource] = {
-    "digits": DataSource(_digits, 1, 16),
-    "mnist": DataSource(_mnist, 1, 32),
-    "cifar10": DataSource(_cifar10, 3, 32),
-    "celeba": DataSource(_celeba, 3, 64),
-    "lsun_church": DataSource(_lsun_church, 3, 64),
+    "digits": DataSource(_digits, 1, 16, 1438),
+    "mnist": DataSource(_mnist, 1, 32, 60_000),
+    "cifar10": DataSource(_cifar10, 3, 32, 50_000),
+    "celeba": DataSource(_celeba, 3, 64, 162_770),
+    "lsun_church": DataSource(_lsun_church, 3, 64, 126_227),
 }
 
 
@@ -221,6 +223,14 @@ class DatasetSpec:
     @property
     def size(self) -> int:
         return self.image_size or SOURCES[self.source_name].default_size
+
+    @property
+    def train_bytes(self) -> int:
+        """Size of the prepared training split (uint8 images)."""
+        count = SOURCES[self.source_name].train_images
+        if self.max_images is not None:
+            count = min(count, self.max_images)
+        return count * self.channels * self.size * self.size
 
     @property
     def folder(self) -> Path:

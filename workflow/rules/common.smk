@@ -1,11 +1,13 @@
 # Config validation, wildcard values and input/param functions. The only Python of the workflow.
 
+import functools
 import itertools
 import json
 import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -27,7 +29,7 @@ except ModuleNotFoundError as err:
         f"runs: pip install -e '.[pipeline]'"
     ) from None
 try:
-    parse_experiment(json.loads(json.dumps(config)))  # as the jobs receive it: JSON
+    EXPERIMENT = parse_experiment(json.loads(json.dumps(config)))  # as the jobs receive it: JSON
 except ConfigError as err:
     raise WorkflowError(f"Error validating config: {err}") from None
 
@@ -77,6 +79,45 @@ def _wants_gpu():
 # caps `gpu` at 1, so two such jobs never share a GPU. On a CPU they ask for none and run side by side.
 # (SLURM partition and account are resources of the slurm workflow profile, not of the config.)
 GPU = 1 if _wants_gpu() else 0
+
+
+# Resources follow the experiment: memory grows with the dataset a job holds, and GPU jobs add
+# room for the CUDA context. Under the slurm executor a job no node could ever run is an error
+# before anything is submitted, instead of a job left pending in silence.
+def _slurm_nodes():
+    """(CPUs, memory MB) of every node `sinfo` lists, when Snakemake submits to SLURM; else None."""
+    plugin = workflow.executor_plugin
+    if plugin is None or getattr(plugin, "name", "") != "slurm":
+        return None
+    return _sinfo_nodes()
+
+
+@functools.cache
+def _sinfo_nodes():
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%c %m"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise WorkflowError(f"sinfo failed ({proc.stderr.strip()}): cannot check job sizes against the cluster")
+    return [tuple(int(v.rstrip("+")) for v in line.split()) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def memory(rule, base_mb, per_data_mb=0.0, gpu_mb=4000):
+    """The `mem_mb` resource of a rule: `base_mb`, plus `per_data_mb` per MB of the job's
+    training split, plus `gpu_mb` when the job asks for a GPU; checked against the SLURM nodes."""
+
+    def mem_mb(wildcards, threads):
+        data_mb = EXPERIMENT.dataset(wildcards.dataset).train_bytes / 1e6 if hasattr(wildcards, "dataset") else 0
+        value = int(base_mb + per_data_mb * data_mb + (gpu_mb if GPU else 0))
+        nodes = _slurm_nodes()
+        if nodes is not None and not any(cpus >= threads and mem >= value for cpus, mem in nodes):
+            sizes = ", ".join(f"{cpus} CPUs / {mem} MB" for cpus, mem in sorted(set(nodes)))
+            raise WorkflowError(
+                f"rule {rule} needs {threads} CPUs and {value} MB, but no node of this SLURM cluster has "
+                f"that ({sizes}): it would stay pending. Lower it (--set-threads {rule}=N, "
+                f"--set-resources {rule}:mem_mb=M) or run on a larger partition."
+            )
+        return value
+
+    return mem_mb
 
 
 def _entry(key, name):

@@ -11,7 +11,7 @@ rule prepare_data:
         ENV
     threads: 1
     resources:
-        mem_mb=8000,
+        mem_mb=memory("prepare_data", 1000, per_data_mb=3, gpu_mb=0),
         runtime=120,
     shell:
         "python -m missingu.cli prepare-data --config-json {params.config} --split {wildcards.split}"

@@ -39,9 +39,10 @@ rule results_notebook:
         "benchmarks/notebooks/results.tsv"
     conda:
         ENV
+    localrule: True
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=2000,
         runtime=30,
     shell:
         PAPERMILL
@@ -78,9 +79,10 @@ rule efficiency_notebook:
         "benchmarks/notebooks/efficiency.tsv"
     conda:
         ENV
+    localrule: True
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=2000,
         runtime=30,
     shell:
         PAPERMILL
@@ -97,9 +99,10 @@ rule notebook_html:
         "benchmarks/notebook_html/{name}.tsv"
     conda:
         ENV
+    localrule: True
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=10,
     shell:
         "python -m nbconvert --to html --output-dir $(dirname {output}) {input} 2> {log}"

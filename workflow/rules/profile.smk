@@ -21,7 +21,7 @@ rule profile:
     threads: all_cores
     resources:
         gpu=GPU,
-        mem_mb=16000,
+        mem_mb=memory("profile", 3000),
         runtime=240,
     shell:
         "python -m missingu.cli profile --config-json {params.config} {params.checkpoints} --out {output}"

@@ -16,7 +16,7 @@ rule sample:
     threads: 1
     resources:
         gpu=GPU,
-        mem_mb=8000,
+        mem_mb=memory("sample", 1500),
         runtime=240,
     shell:
         "python -m missingu.cli sample --config-json {params.config} --checkpoint {input} --out {output.images}"

@@ -29,7 +29,7 @@ rule train:
     threads: 1
     resources:
         gpu=GPU,
-        mem_mb=16000,
+        mem_mb=memory("train", 1500, per_data_mb=2),
         runtime=2880,
     shell:
         "python -m missingu.cli train --config-json {params.config} --data {input} --out-dir {params.out_dir}"

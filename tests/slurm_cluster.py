@@ -1,0 +1,130 @@
+"""A real one-node SLURM cluster on localhost for the tests (Debian's slurm-wlm and munge).
+
+``local_cluster()`` writes ``/etc/slurm/slurm.conf`` (``srun`` inside a job reads that path,
+whatever ``SLURM_CONF`` the submitting shell had), starts ``munged``, ``slurmctld`` and ``slurmd``
+with their state, spool, log and pid files under a temporary folder, waits for the node to be
+idle, and on exit stops the daemons by their pids and removes the config. It needs root and the
+packages (``apt-get install slurm-wlm munge``); ``unavailable()`` says why it cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CONF = Path("/etc/slurm/slurm.conf")
+MARK = "# written by missingu's tests/slurm_cluster.py"
+MUNGE_KEY = Path("/etc/munge/munge.key")
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol")
+
+
+def unavailable() -> str | None:
+    """Why a local cluster cannot be started here, or ``None``."""
+    if os.geteuid() != 0:
+        return "needs root (to write /etc/slurm/slurm.conf and run slurmd)"
+    missing = [b for b in BINARIES if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]
+    if missing:
+        return f"needs Debian's slurm-wlm and munge ({', '.join(missing)} missing): apt-get install slurm-wlm munge"
+    if CONF.exists() and MARK not in CONF.read_text():
+        return f"{CONF} belongs to a real cluster; not overwriting it"
+    return None
+
+
+def _binary(name: str) -> str:
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+def _config(root: Path, host: str, cpus: int, memory_mb: int) -> str:
+    return "\n".join([
+        MARK,
+        "ClusterName=missingu-test",
+        f"SlurmctldHost={host}",
+        "SlurmUser=root",
+        "SlurmctldPort=16817",
+        "SlurmdPort=16818",
+        "AuthType=auth/munge",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core_Memory",
+        "AccountingStorageType=accounting_storage/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "MpiDefault=none",
+        "ReturnToService=2",
+        "MinJobAge=600",
+        "SchedulerType=sched/backfill",
+        f"StateSaveLocation={root}/state",
+        f"SlurmdSpoolDir={root}/spool",
+        f"SlurmctldPidFile={root}/slurmctld.pid",
+        f"SlurmdPidFile={root}/slurmd.pid",
+        f"SlurmctldLogFile={root}/slurmctld.log",
+        f"SlurmdLogFile={root}/slurmd.log",
+        f"NodeName={host} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN",
+        f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+        "",
+    ])
+
+
+def _stop(pid_file: Path) -> None:
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+@contextmanager
+def local_cluster(memory_mb: int = 8000, timeout: float = 60.0) -> Iterator[dict]:
+    """Run a one-node cluster (all CPUs of this machine, ``memory_mb`` of memory) while the
+    ``with`` block runs; yields ``{"node": name, "cpus": n, "memory_mb": m, "root": folder}``."""
+    reason = unavailable()
+    if reason:
+        raise RuntimeError(f"cannot start a local SLURM cluster: {reason}")
+    host = socket.gethostname().split(".")[0]
+    cpus = os.cpu_count() or 1
+    root = Path(tempfile.mkdtemp(prefix="missingu-slurm-"))
+    for sub in ("state", "spool"):
+        (root / sub).mkdir()
+    munge_pid = root / "munged.pid"
+    started_munge = False
+    try:
+        CONF.parent.mkdir(parents=True, exist_ok=True)
+        CONF.write_text(_config(root, host, cpus, memory_mb))
+        if not MUNGE_KEY.exists():
+            MUNGE_KEY.parent.mkdir(parents=True, exist_ok=True)
+            MUNGE_KEY.write_bytes(os.urandom(1024))
+            MUNGE_KEY.chmod(0o400)
+        if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
+            Path("/run/munge").mkdir(parents=True, exist_ok=True)
+            subprocess.run([_binary("munged"), "--force", f"--pid-file={munge_pid}"], check=True)
+            started_munge = True
+        subprocess.run([_binary("slurmctld")], check=True)
+        subprocess.run([_binary("slurmd")], check=True)
+        deadline = time.time() + timeout
+        state = ""
+        while time.time() < deadline:
+            state = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True).stdout.strip()
+            if state == "idle":
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"the local SLURM node did not become idle within {timeout} s (state {state!r}); "
+                               f"see {root}/slurmctld.log and {root}/slurmd.log")
+        yield {"node": host, "cpus": cpus, "memory_mb": memory_mb, "root": root}
+    finally:
+        _stop(root / "slurmd.pid")
+        _stop(root / "slurmctld.pid")
+        if started_munge:
+            _stop(munge_pid)
+        if CONF.exists() and MARK in CONF.read_text():
+            CONF.unlink()
+        time.sleep(1)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,70 @@
+"""The smoke config through a real SLURM cluster on localhost (tests/slurm_cluster.py), with the
+pipeline's workflow profile for snakemake-executor-plugin-slurm. Skips without root or without
+Debian's slurm-wlm and munge (.ci/run installs them)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import yaml
+
+from slurm_cluster import local_cluster, unavailable
+from test_pipeline import ROOT, snakemake
+
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"no local SLURM cluster: {unavailable()}")
+
+SMOKE = ROOT / "config/smoke.yaml"
+NODE_MEMORY_MB = 6000
+# no sacct without accounting; poll squeue early and often so the test stays short
+SLURM = ("--workflow-profile", str(ROOT / "workflow/profiles/slurm"), "--slurm-status-command", "squeue",
+         "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "10")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with local_cluster(memory_mb=NODE_MEMORY_MB) as info:
+        yield info
+
+
+def test_smoke_run_through_slurm_equals_a_local_run(cluster, tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    models, samplers = [m["name"] for m in cfg["models"]], [s["name"] for s in cfg["samplers"]]
+    trained = [f"results/train/digits/{m}/ema.pt" for m in models]
+    sampled = [f"results/samples/digits/{m}/{s}.pt" for m in models for s in samplers]
+
+    local = snakemake(tmp_path / "local", *sampled, "--cores", "2", "--configfile", str(SMOKE))
+    assert local.returncode == 0, local.stderr[-3000:]
+    proc = snakemake(tmp_path / "slurm", *SLURM, "--configfile", str(SMOKE), timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+
+    # every rule but the local ones (notebooks, HTML, report) went through sbatch, each job with its id
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", out)
+    per_rule = {rule: sum(1 for _, r in submitted if r == rule) for rule in {r for _, r in submitted}}
+    assert per_rule == {"prepare_data": 1, "train": len(models), "sample": len(models) * len(samplers),
+                        "profile": 1}, out[-3000:]
+    assert len({job for job, _ in submitted}) == len(submitted)
+    assert (tmp_path / "slurm/results/report.html").is_file()
+
+    # the same numbers as on this machine: weights and samples are bit-identical
+    for rel in trained:
+        a, b = (torch.load(tmp_path / where / rel, weights_only=True)["state_dict"] for where in ("local", "slurm"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), rel
+    for rel in sampled:
+        a, b = (torch.load(tmp_path / where / rel, weights_only=True)["images"] for where in ("local", "slurm"))
+        assert torch.equal(a, b), rel
+
+
+def test_a_job_no_node_can_run_is_an_error_before_submitting(cluster, tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["datasets"] = [{"name": "celeba", "image_size": 64, "download": False}]  # 2 GB of images: 7 GB to prepare
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "work", *SLURM, "--configfile", str(path), timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(rf"rule prepare_data needs 1 CPUs and \d+ MB, but no node of this SLURM cluster has that "
+                     rf"\({cluster['cpus']} CPUs / {NODE_MEMORY_MB} MB\): it would stay pending", out), out[-3000:]
+    assert not (tmp_path / "work/.snakemake/slurm_logs").exists()
