@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .config import ConfigError, apply_overrides, build, to_dict
 from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset
 from .diffusion import Diffusion, DiffusionConfig
@@ -97,13 +99,31 @@ def run_meta(cfg: ExperimentConfig, dataset: str | None, model: str | None) -> d
     }
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def _launch_processes(args: argparse.Namespace, count: int) -> int:
+    """Run this same ``train`` command in ``count`` data-parallel processes with torchrun."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
+           "-m", "missingu.cli", *args.argv]
+    log.info("train.gpus is %d: launching %s", count, " ".join(cmd[:6]))
+    return subprocess.run(cmd).returncode
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     cfg = _experiment(args)
+    if cfg.train.gpus > 1 and not distributed.launched():
+        return _launch_processes(args, cfg.train.gpus)
     meta = run_meta(cfg, args.dataset, args.model)
     c, h, w = meta["image_shape"]
     torch.manual_seed(cfg.seed)  # the initial weights, like everything else, follow from the seed
     model = model_from_spec(cfg.model(args.model), c, h)
     device = resolve_device(args.device or cfg.device)
+    if distributed.launched():
+        size = int(os.environ["WORLD_SIZE"])
+        if size != cfg.train.gpus:
+            raise ConfigError(f"train.gpus: {cfg.train.gpus}, but torchrun started {size} processes")
+        device = distributed.setup(device)
+        torch.set_num_threads(max(1, (args.threads or torch.get_num_threads()) // size))
+        if distributed.world()[1] != 0:  # one log: rank 0's
+            logging.getLogger().setLevel(logging.WARNING)
     data = _train_data(args, cfg)
     if data.shape != (c, h, w):
         raise ConfigError(f"--data {args.data} holds images of shape {data.shape}, the config wants {(c, h, w)}")
@@ -116,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(model, Diffusion(cfg.diffusion), data.images, cfg.train, out, seed=cfg.seed, device=device,
           meta=meta, record=record, hflip=meta["hflip"], progress=not args.no_progress,
           on_config_change="restart" if args.restart_on_change else "refuse")
+    return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -281,7 +302,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.argv = argv
     for key in ("num_samples", "batch_size", "threads", "grid_size"):
         value = getattr(args, key, None)
         if value is not None and value <= 0:
@@ -289,14 +312,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     _setup(args)
     try:
-        args.fn(args)
+        code = args.fn(args)
     except (ConfigError, DatasetUnavailable, FileNotFoundError, InputFileError, TrainingDiverged) as err:
         print(f"missingu: error: {err}", file=sys.stderr)
         if getattr(args, "log", None):
             with open(args.log, "a") as fh:
                 fh.write(f"missingu: error: {err}\n")
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ history), ``loss.csv`` (step, loss, grad_norm, lr, seconds), and at the end ``em
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
@@ -29,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .config import ConfigError, in_range, positive
 from .data import to_model_range
 from .diffusion import Diffusion
@@ -48,10 +49,13 @@ SNAPSHOT_FORMAT = "missingu.ema/1"
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings. ``grad_clip: null`` disables clipping; ``amp`` applies on CUDA only.
+    ``gpus`` > 1 trains data-parallel in that many processes (``torchrun``; on the CPU, gloo
+    processes), each on its slice of the global ``batch_size``.
     (Horizontal flips are a property of the dataset: ``datasets[].hflip``.)"""
 
     steps: int = 4000
     batch_size: int = 64
+    gpus: int = 1
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
@@ -62,8 +66,10 @@ class TrainConfig:
     log_every: int = 25
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "lr", "checkpoint_every", "log_every"):
+        for key in ("steps", "batch_size", "gpus", "lr", "checkpoint_every", "log_every"):
             positive(getattr(self, key), key)
+        if self.batch_size % self.gpus:
+            raise ConfigError(f"batch_size: {self.batch_size} does not split evenly over gpus ({self.gpus})")
         for i, b in enumerate(self.betas):
             in_range(b, 0.0, 0.999999, f"betas[{i}]")
         in_range(self.ema_decay, 0.0, 1.0, "ema_decay")
@@ -126,7 +132,8 @@ class TrainResult:
 
 # Keys of ``meta["train"]`` that do not change the trained weights: a resume may differ in them.
 # (``steps`` may grow: the run continues; a checkpoint beyond the steps asked is a difference.)
-_RESUMABLE_TRAIN_KEYS = ("steps", "checkpoint_every")
+# ``gpus`` may change too: the global batch is the same, the result equal up to float rounding.
+_RESUMABLE_TRAIN_KEYS = ("steps", "checkpoint_every", "gpus")
 
 
 def config_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
@@ -157,7 +164,7 @@ def _set_aside(resume_path: Path, saved_meta: Mapping[str, Any]) -> Path:
 
 
 def _resume_state(
-    path: Path, meta: Mapping[str, Any], steps: int, on_config_change: str, device: torch.device
+    path: Path, meta: Mapping[str, Any], steps: int, on_config_change: str, device: torch.device, move: bool = True
 ) -> dict[str, Any] | None:
     """The resume state at ``path`` when it belongs to this run; ``None`` when there is none or
     (``on_config_change="restart"``) it was set aside; else a ``ConfigError`` naming the difference."""
@@ -175,6 +182,8 @@ def _resume_state(
             f"explicitly (missingu train --restart-on-change moves it to {SUPERSEDED_DIR}/), or use another "
             f"output folder"
         )
+    if not move:  # another process (rank 0) sets it aside
+        return None
     moved = _set_aside(path, state["meta"])
     log.warning("%s was written by a different configuration (%s); moved it to %s and training from step 0",
                 path, difference, moved)
@@ -220,6 +229,7 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
+    main = distributed.world()[1] == 0  # the process that writes files
     meta = dict(meta or {})
     resume_path, loss_path = out_dir / RESUME_FILE, out_dir / LOSS_FILE
     diffusion = diffusion.to(device)
@@ -234,7 +244,7 @@ def train(
 
     start, history, elapsed, window = 0, [], 0.0, [0.0, 0]
     last_saved: int | None = None
-    state = _resume_state(resume_path, meta, config.steps, on_config_change, device)
+    state = _resume_state(resume_path, meta, config.steps, on_config_change, device, move=main)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
@@ -243,11 +253,15 @@ def train(
         start, history, elapsed = state["step"], list(state["history"]), state["elapsed"]
         window, last_saved = list(state["window"]), start
         log.info("resuming %s from step %d of %d", out_dir, start, config.steps)
-    if record is not None:
+    if record is not None and main:
         save_json(record, out_dir / "config.json")
-    _write_loss_csv(loss_path, history)
+    if main:
+        _write_loss_csv(loss_path, history)
+    net = distributed.wrap(model, device)
 
     def checkpoint(step: int) -> None:
+        if not main:
+            return
         save_torch(
             {
                 "step": step, "model": model.state_dict(), "ema": ema.model.state_dict(),
@@ -261,17 +275,17 @@ def train(
     loss_value = math.nan
     t_run = time.perf_counter() - elapsed
     bar = tqdm(total=config.steps, initial=start, desc=f"train {out_dir.name}", unit="step",
-               disable=not progress, mininterval=2.0)
-    with open(loss_path, "a", newline="") as log_fh:
-        writer = csv.DictWriter(log_fh, fieldnames=LOSS_COLUMNS)
+               disable=not progress or not main, mininterval=2.0)
+    with open(loss_path, "a", newline="") if main else contextlib.nullcontext() as log_fh:
+        writer = csv.DictWriter(log_fh, fieldnames=LOSS_COLUMNS) if main else None
         for step in range(start, config.steps):
             g = step_generator(seed, step)
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # dropout etc.
-            x0, t, noise = (v.to(device, non_blocking=True) for v in draw_batch(
-                images, diffusion, config.batch_size, hflip, g))
+            x0, t, noise = (v.to(device, non_blocking=True) for v in distributed.shard(draw_batch(
+                images, diffusion, config.batch_size, hflip, g)))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = diffusion.loss(model, x0, t, noise)
-            loss_value = loss.item()
+                loss = diffusion.loss(net, x0, t, noise)
+            loss_value = distributed.mean(loss)
             if not math.isfinite(loss_value):
                 kept = (f"the checkpoint of step {last_saved} in {resume_path} is intact"
                         if last_saved is not None else "no checkpoint had been written yet")
@@ -295,8 +309,9 @@ def train(
                 row = {"step": done, "loss": window[0] / window[1], "grad_norm": grad_norm,
                        "lr": config.lr, "seconds": round(elapsed, 3)}
                 history.append(row)
-                writer.writerow(row)
-                log_fh.flush()
+                if writer is not None:
+                    writer.writerow(row)
+                    log_fh.flush()
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 log.info("step %d loss %.5f grad_norm %.3f", done, row["loss"], grad_norm)
                 window = [0.0, 0]
@@ -308,8 +323,9 @@ def train(
                 on_step(done, loss_value)
     bar.close()
     snapshot = out_dir / EMA_FILE
-    save_snapshot(ema.model, meta, config.steps, snapshot)
-    log.info("wrote %s (step %d)", snapshot, config.steps)
+    if main:
+        save_snapshot(ema.model, meta, config.steps, snapshot)
+        log.info("wrote %s (step %d)", snapshot, config.steps)
     return TrainResult(config.steps, loss_value, snapshot, start)
 
 

@@ -120,6 +120,16 @@ def memory(rule, base_mb, per_data_mb=0.0, gpu_mb=4000):
     return mem_mb
 
 
+def train_processes(wildcards):
+    """Processes (and CPUs) of a training job: `train.gpus`, one GPU each on CUDA (torchrun)."""
+    return EXPERIMENT.train.gpus
+
+
+def train_gpus(wildcards):
+    """GPUs of a training job: one per process when the config trains on CUDA."""
+    return GPU * EXPERIMENT.train.gpus
+
+
 def _entry(key, name):
     return next(e for e in config[key] if e["name"] == name)
 

@@ -26,9 +26,9 @@ rule train:
         "benchmarks/train/{dataset}/{model}.tsv"
     conda:
         ENV
-    threads: 1
+    threads: train_processes
     resources:
-        gpu=GPU,
+        gpu=train_gpus,
         mem_mb=memory("train", 1500, per_data_mb=2),
         runtime=2880,
     shell:
