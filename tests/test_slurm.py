@@ -68,3 +68,18 @@ def test_a_job_no_node_can_run_is_an_error_before_submitting(cluster, tmp_path):
     assert re.search(rf"rule prepare_data needs 1 CPUs and \d+ MB, but no node of this SLURM cluster has that "
                      rf"\({cluster['cpus']} CPUs / {NODE_MEMORY_MB} MB\): it would stay pending", out), out[-3000:]
     assert not (tmp_path / "work/.snakemake/slurm_logs").exists()
+
+
+def test_a_failing_job_is_reported_with_its_logs(cluster, tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["datasets"] = [{"name": "mnist", "download": False, "root": str(tmp_path / "nowhere"), "max_images": 64}]
+    path = tmp_path / "missing.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "work", *SLURM, "--configfile", str(path), "--retries", "0", timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(r"submitted with SLURM jobid \d+ \(log: \S*/slurm_logs/rule_prepare_data/", out), out[-3000:]
+    assert "Error in rule prepare_data" in out and "logs/prepare_data/mnist/train.log" in out, out[-3000:]
+    # the job's own log says what to stage where (show-failed-logs prints it too)
+    log = (tmp_path / "work/logs/prepare_data/mnist/train.log").read_text()
+    assert "dataset 'mnist' is not in" in log and "stage it by hand" in log
