@@ -25,17 +25,13 @@ from .config import ConfigError, to_dict
 from .diffusion import Diffusion
 from .io import InputFileError, atomic_open
 from .models import CUNetConfig, check_image_size
-from .profiling import cunet_ablations, environment, profile_model
+from .profiling import cunet_ablations, environment, format_shape, profile_model
 
 log = logging.getLogger(__name__)
 
 Shape = tuple[int, int, int]
 Row = dict[str, Any]
 ROW_IDENTITY = ("device_name", "dataset", "model", "variant", "shape")  # a row measured again replaces this one
-
-
-def format_shape(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
 
 
 def parse_shape(text: str) -> Shape:

@@ -30,6 +30,11 @@ from .models import ARCHITECTURES, CUNetConfig, build_model
 from .samplers import SamplerSpec, sample
 
 
+def format_shape(shape: Sequence[int]) -> str:
+    """``(3, 64, 64)`` -> ``"3x64x64"``, as shapes appear in profile rows."""
+    return "x".join(map(str, shape))
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """``sum(p.numel())`` over (trainable) parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
@@ -276,7 +281,7 @@ def profile_model(
         model.load_state_dict(state_dict)
     cost = measure_call(model, shape)
     row: dict[str, Any] = {
-        "shape": "x".join(map(str, shape)),
+        "shape": format_shape(shape),
         "weights": "trained" if trained else "init",
         "params_total": count_parameters(model),
         "params_trainable": count_parameters(model, trainable_only=True),

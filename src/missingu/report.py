@@ -211,6 +211,9 @@ def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFra
     A claim checked by a test, or not yet measurable, gets one row that says so."""
     tolerance, band = claims["tolerance"], claims["noise_band"]
     base = profile[profile["variant"] == "base"] if "variant" in profile else profile.iloc[:0]
+    pairs = [(shape, u, c) for shape, group in base.groupby("shape", sort=False)  # (U-Net, cU-Net) per shape
+             for _, u in group[group["arch"] == "unet"].iterrows()
+             for _, c in group[group["arch"] == "cunet"].iterrows()]
     rows = []
     for claim in claims["claims"]:
         common = {"claim_id": claim["id"], "source": claim["source"], "claim": claim["claim"]}
@@ -221,25 +224,23 @@ def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFra
             continue
         measure, claimed = claim["measure"], claim.get("claimed_ratio")
         found = False
-        for shape, group in base.groupby("shape", sort=False):
-            for _, u in group[group["arch"] == "unet"].iterrows():
-                for _, c in group[group["arch"] == "cunet"].iterrows():
-                    paper = u["preset"] == "paper" and c["preset"] in ("paper", "draft")
-                    for col, label in _columns(profile, measure):
-                        if pd.isna(u.get(col)) or pd.isna(c.get(col)):
-                            continue
-                        found = True
-                        ratio = float(c[col]) / float(u[col])
-                        words = verdict(ratio, claimed, tolerance, band, MEASURES[measure][1])
-                        weights = "trained" if {u["weights"], c["weights"]} == {"trained"} else "initial"
-                        rows.append({
-                            **common, "shape": shape, "metric": label, "claimed_ratio": claimed,
-                            "pair": f"{c['model']} ({c['preset']}) / {u['model']} ({u['preset']})",
-                            "measured_ratio": round(ratio, 4),
-                            "verdict": words + ("" if paper else " (indicative: not the paper's architectures)"),
-                            "detail": _detail(measure, ratio, claimed), "weights": weights,
-                            "device": u["device_name"],
-                        })
+        for shape, u, c in pairs:
+            paper = u["preset"] == "paper" and c["preset"] in ("paper", "draft")
+            for col, label in _columns(profile, measure):
+                if pd.isna(u.get(col)) or pd.isna(c.get(col)):
+                    continue
+                found = True
+                ratio = float(c[col]) / float(u[col])
+                words = verdict(ratio, claimed, tolerance, band, MEASURES[measure][1])
+                rows.append({
+                    **common, "shape": shape, "metric": label, "claimed_ratio": claimed,
+                    "pair": f"{c['model']} ({c['preset']}) / {u['model']} ({u['preset']})",
+                    "measured_ratio": round(ratio, 4),
+                    "verdict": words + ("" if paper else " (indicative: not the paper's architectures)"),
+                    "detail": _detail(measure, ratio, claimed),
+                    "weights": "trained" if {u["weights"], c["weights"]} == {"trained"} else "initial",
+                    "device": u["device_name"],
+                })
         if not found:
             rows.append({**common, "verdict": "not measured yet (needs: a U-Net and a cU-Net profiled at one shape)"})
     return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
@@ -258,11 +259,12 @@ def plot_claims(table: pd.DataFrame, path: str | Path) -> None:
         ax.text(0.5, 0.5, "no U-Net / cU-Net pair was profiled at a common input shape", ha="center", va="center")
         save_figure(fig, path)
         return
-    panels = list(dict.fromkeys(table["shape"] + "  " + table["pair"]))
-    sizes = [table[(table["shape"] + "  " + table["pair"]) == p]["metric"].nunique() for p in panels]
-    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(8, 0.45 * sum(sizes) + 1.5 * len(panels)))
+    panel_of = table["shape"] + "  " + table["pair"]
+    panels = list(dict.fromkeys(panel_of))
+    rows = table.drop_duplicates(["shape", "pair", "metric"])
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(8, 0.45 * len(rows) + 1.5 * len(panels)))
     for ax, panel in zip(axes[:, 0], panels):
-        part = table[(table["shape"] + "  " + table["pair"]) == panel]
+        part = table[panel_of == panel]
         metrics = list(dict.fromkeys(part["metric"]))
         measured = part.drop_duplicates("metric").set_index("metric")["measured_ratio"]
         ax.barh(range(len(metrics)), [measured[m] for m in metrics], color="tab:blue", label="measured")

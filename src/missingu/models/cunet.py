@@ -61,16 +61,12 @@ class CUNetConfig:
     def __post_init__(self) -> None:
         if len(self.channels) < 2:
             raise ConfigError("channels: needs at least two levels (one encoder level and the bottleneck)")
+        width_rules = ([f"divisible by groups ({self.groups})"] if self.norm == "group" else []) + (
+            ["even (second_order dynamics)"] if self.dynamics == "second_order" else [])
         for i, c in enumerate(self.channels):
             positive(c, f"channels[{i}]")
-            grouped = self.norm == "group" and c % self.groups
-            if grouped or (self.dynamics == "second_order" and c % 2):
-                raise ConfigError(
-                    f"channels[{i}]: {c} must be"
-                    + (f" divisible by groups ({self.groups})" if self.norm == "group" else "")
-                    + (" and" if self.norm == "group" and self.dynamics == "second_order" else "")
-                    + (" even (second_order dynamics)" if self.dynamics == "second_order" else "")
-                )
+            if (self.norm == "group" and c % self.groups) or (self.dynamics == "second_order" and c % 2):
+                raise ConfigError(f"channels[{i}]: {c} must be {' and '.join(width_rules)}")
         if self.channels[0] % 2:
             raise ConfigError(f"channels[0]: the stem halves {self.channels[0]}; it must be even")
         if len(self.attention) != len(self.channels):
