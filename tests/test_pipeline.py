@@ -19,9 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config" / name for name in ("config.yaml", "paper.yaml", "smoke.yaml")]
 
 
-def snakemake(workdir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    """Run the repository's Snakefile with ``workdir`` as working directory."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def snakemake(workdir: Path, *args: str, path_first: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile with ``workdir`` as working directory (``path_first``: a
+    folder searched for commands before the others)."""
+    first = [str(path_first)] if path_first else []
+    env = {**os.environ, "PATH": os.pathsep.join([*first, str(Path(sys.executable).parent), os.environ["PATH"]])}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
 

@@ -13,7 +13,7 @@ import yaml
 from slurm_cluster import local_cluster, unavailable
 from test_pipeline import ROOT, snakemake
 
-pytestmark = pytest.mark.skipif(unavailable() is not None, reason=f"no local SLURM cluster: {unavailable()}")
+needs_cluster = pytest.mark.skipif(unavailable() is not None, reason=f"no local SLURM cluster: {unavailable()}")
 
 SMOKE = ROOT / "config/smoke.yaml"
 NODE_MEMORY_MB = 6000
@@ -28,6 +28,7 @@ def cluster():
         yield info
 
 
+@needs_cluster
 def test_smoke_run_through_slurm_equals_a_local_run(cluster, tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
     models, samplers = [m["name"] for m in cfg["models"]], [s["name"] for s in cfg["samplers"]]
@@ -57,6 +58,7 @@ def test_smoke_run_through_slurm_equals_a_local_run(cluster, tmp_path):
         assert torch.equal(a, b), rel
 
 
+@needs_cluster
 def test_a_job_no_node_can_run_is_an_error_before_submitting(cluster, tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["datasets"] = [{"name": "celeba", "image_size": 64, "download": False}]  # 2 GB of images: 7 GB to prepare
@@ -70,6 +72,7 @@ def test_a_job_no_node_can_run_is_an_error_before_submitting(cluster, tmp_path):
     assert not (tmp_path / "work/.snakemake/slurm_logs").exists()
 
 
+@needs_cluster
 def test_a_failing_job_is_reported_with_its_logs(cluster, tmp_path):
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["datasets"] = [{"name": "mnist", "download": False, "root": str(tmp_path / "nowhere"), "max_images": 64}]
@@ -83,3 +86,58 @@ def test_a_failing_job_is_reported_with_its_logs(cluster, tmp_path):
     # the job's own log says what to stage where (show-failed-logs prints it too)
     log = (tmp_path / "work/logs/prepare_data/mnist/train.log").read_text()
     assert "dataset 'mnist' is not in" in log and "stage it by hand" in log
+
+
+def _fake_slurm(folder, *nodes: str):
+    """`sinfo` printing `nodes` (lines of `%c|%m|%l|%G`) and an `sbatch` that records its calls."""
+    folder.mkdir()
+    (folder / "sinfo").write_text("#!/bin/sh\n" + "".join(f"echo '{n}'\n" for n in nodes))
+    (folder / "sbatch").write_text(f"#!/bin/sh\necho called >> {folder}/sbatch.calls\nexit 1\n")
+    for tool in ("sinfo", "sbatch"):
+        (folder / tool).chmod(0o755)
+    return folder
+
+
+def _config(tmp_path, **changes):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    for key, value in changes.items():
+        section, _, sub = key.partition("__")
+        if sub:
+            cfg[section][sub] = value
+        else:
+            cfg[section] = value
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.mark.parametrize(("changes", "nodes", "message"), [
+    # 20,000,000 steps of the smoke batch: days at the CPU throughput the estimate assumes
+    ({"train__steps": 20_000_000}, ["2|6000|1-00:00:00|(null)", "2|6000|30:00|(null)"],
+     r"rule train needs \d{4,} minutes, but no node of this SLURM cluster has that \(time limit 30 min, "
+     r"time limit 1440 min\): it would stay pending. Lower it \(--set-resources train:runtime=MIN; with --retries N"),
+    ({"device": "cuda"}, ["2|60000|infinite|(null)", "2|60000|infinite|gpu:1"],
+     r"rule train needs 2 GPUs, .* \(0 GPUs, 1 GPUs\)"),
+])
+def test_sizes_are_checked_against_sinfo_before_any_job(tmp_path, changes, nodes, message):
+    """Runtime and GPUs of every job are checked against the nodes `sinfo` lists before the first
+    submission (a fake sinfo; nothing reaches sbatch)."""
+    if changes.get("device") == "cuda":
+        changes["train__gpus"] = 2
+    fake = _fake_slurm(tmp_path / "bin", *nodes)
+    proc = snakemake(tmp_path / "work", *SLURM, "--configfile", _config(tmp_path, **changes), path_first=fake,
+                     timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(message, out), out[-3000:]
+    assert not (fake / "sbatch.calls").exists()
+
+
+def test_a_runtime_override_passes_the_check(tmp_path):
+    fake = _fake_slurm(tmp_path / "bin", "2|6000|1-00:00:00|(null)")
+    cfg = _config(tmp_path, train__steps=20_000_000)
+    proc = snakemake(tmp_path / "work", *SLURM, "--configfile", cfg, "--set-resources", "train:runtime=1400",
+                     "--retries", "0", path_first=fake, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert "no node of this SLURM cluster" not in out, out[-3000:]
+    assert (fake / "sbatch.calls").exists()  # got as far as submitting (the fake sbatch then refuses)

@@ -12,7 +12,7 @@ rule prepare_data:
     threads: 1
     resources:
         mem_mb=memory("prepare_data", 1000, per_data_mb=3, gpu_mb=0),
-        runtime=120,
+        runtime=runtime("prepare_data", 120),
     shell:
         "python -m missingu.cli prepare-data --config-json {params.config} --split {wildcards.split}"
         " --out {output} --threads {threads} 2> {log}"

@@ -20,9 +20,9 @@ rule profile:
         ENV
     threads: all_cores
     resources:
-        gpu=GPU,
+        gpu=gpus("profile", GPU),
         mem_mb=memory("profile", 3000),
-        runtime=240,
+        runtime=runtime("profile", profile_minutes),
     shell:
         "python -m missingu.cli profile --config-json {params.config} {params.checkpoints} --out {output}"
         " --threads {threads} --no-progress 2> {log}"

@@ -15,9 +15,9 @@ rule sample:
         ENV
     threads: 1
     resources:
-        gpu=GPU,
+        gpu=gpus("sample", GPU),
         mem_mb=memory("sample", 1500),
-        runtime=240,
+        runtime=runtime("sample", sample_minutes),
     shell:
         "python -m missingu.cli sample --config-json {params.config} --checkpoint {input} --out {output.images}"
         " --grid {output.grid} --threads {threads} 2> {log}"

@@ -28,9 +28,9 @@ rule train:
         ENV
     threads: train_processes
     resources:
-        gpu=train_gpus,
+        gpu=gpus("train", train_gpus),
         mem_mb=memory("train", 1500, per_data_mb=2),
-        runtime=2880,
+        runtime=runtime("train", train_minutes),
     shell:
         "python -m missingu.cli train --config-json {params.config} --data {input} --out-dir {params.out_dir}"
         " --threads {threads} --restart-on-change 2>> {log}"
