@@ -1,11 +1,24 @@
-"""Datasets: the embedded digits and clear errors for missing downloads."""
+"""Datasets: the embedded digits and photos, and clear errors for missing downloads."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from missingu.data import SOURCES, DatasetSpec, DatasetUnavailable, load_imageset, save_imageset, to_model_range
+from missingu.data import (
+    PHOTOS,
+    PHOTOS_TEST,
+    PHOTOS_TEST_CROPS,
+    PHOTOS_TRAIN_CROPS,
+    SOURCES,
+    DatasetSpec,
+    DatasetUnavailable,
+    ImageSet,
+    load_imageset,
+    save_imageset,
+    to_model_range,
+)
+from missingu.experiment import parse_experiment
 
 
 def test_digits_split_is_deterministic_disjoint_and_complete():
@@ -49,6 +62,7 @@ def test_missing_dataset_says_what_to_stage(tmp_path, source, hint):
 def test_registry_channels_and_sizes():
     assert {k: (v.channels, v.default_size) for k, v in SOURCES.items()} == {
         "digits": (1, 16), "mnist": (1, 32), "cifar10": (3, 32), "celeba": (3, 64), "lsun_church": (3, 64),
+        "photos": (3, 32),
     }
 
 
@@ -66,3 +80,66 @@ def test_train_split_size_of_the_embedded_dataset_is_the_registered_one():
     assert len(spec.load("train")) == SOURCES["digits"].train_images
     assert spec.train_bytes == SOURCES["digits"].train_images * 16 * 16
     assert DatasetSpec(name="celeba", max_images=10).train_bytes == 10 * 3 * 64 * 64
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, ImageSet]:
+    """Both splits of ``photos`` at its default size, prepared once (about 2 s)."""
+    spec = DatasetSpec(name="photos")
+    return {split: spec.load(split) for split in ("train", "test")}
+
+
+def test_photos_shapes_counts_and_registry(photos):
+    assert len(photos["train"]) == PHOTOS_TRAIN_CROPS == SOURCES["photos"].train_images
+    assert len(photos["test"]) == PHOTOS_TEST_CROPS
+    for data in photos.values():
+        assert data.images.dtype == torch.uint8 and data.shape == (3, 32, 32)
+        assert data.labels.dtype == torch.int64 and data.labels.shape == (len(data),)
+    assert DatasetSpec(name="photos").train_bytes == PHOTOS_TRAIN_CROPS * 3 * 32 * 32
+
+
+def test_photos_split_by_photo_with_exact_balance(photos):
+    test_labels = {PHOTOS.index(name) for name in PHOTOS_TEST}
+    assert set(photos["test"].labels.tolist()) == test_labels
+    assert set(photos["train"].labels.tolist()) == set(range(len(PHOTOS))) - test_labels
+    for data in photos.values():
+        counts = torch.bincount(data.labels, minlength=len(PHOTOS))
+        used = counts[counts > 0]
+        assert (used == len(data) // len(used)).all()
+    # round-robin: a prefix (max_images) is as balanced as it can be
+    first = torch.bincount(photos["train"].labels[:100], minlength=len(PHOTOS))
+    assert first.max() - first[first > 0].min() <= 1
+
+
+def test_photos_crops_vary(photos):
+    for data in photos.values():
+        flat = data.images.flatten(1)
+        # alike only by chance: a few small crops of retina's black corners are all black
+        assert len({tuple(x.tolist()) for x in flat}) >= 0.99 * len(data)
+        assert flat.float().std(0).mean() > 20  # not near-copies either
+        assert flat.float().std(1).mean() > 5  # crops show structure, not flat colour
+
+
+def test_photos_are_deterministic_and_leave_global_state_alone(photos):
+    spec = DatasetSpec(name="photos")
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    again = spec.load("test")
+    assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
+    assert torch.equal(again.images, photos["test"].images) and torch.equal(again.labels, photos["test"].labels)
+
+
+def test_photos_at_64():
+    data = DatasetSpec(name="photos", image_size=64, max_images=40).load("test")
+    assert data.shape == (3, 64, 64) and len(data) == 40
+    x = to_model_range(data.images)
+    assert x.min().item() >= -1.0 and x.max().item() <= 1.0 and x.std().item() > 0.1
+
+
+def test_photos_entry_parses_through_the_config(tiny_config):
+    tiny_config["datasets"] = [{"name": "photos"}, {"name": "photos64", "source": "photos", "image_size": 64}]
+    cfg = parse_experiment(tiny_config)
+    (default, big) = cfg.datasets
+    assert (default.source_name, default.channels, default.size) == ("photos", 3, 32)
+    assert (big.source_name, big.channels, big.size) == ("photos", 3, 64)
