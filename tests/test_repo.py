@@ -12,6 +12,7 @@ import yaml
 
 from missingu.config import to_dict
 from missingu.data import SOURCES, DatasetSpec
+from missingu.denoising import DenoiseConfig
 from missingu.diffusion import SCHEDULES, DiffusionConfig
 from missingu.experiment import ExperimentConfig, SampleConfig, load_experiment
 from missingu.models import ARCHITECTURES, ModelSpec
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 SECTIONS = {
     "diffusion": DiffusionConfig, "train": TrainConfig, "sample": SampleConfig, "profile": ProfileConfig,
+    "denoise": DenoiseConfig,
 }
 ITEMS = {"datasets": DatasetSpec, "models": ModelSpec, "samplers": SamplerSpec}
 

@@ -4,6 +4,9 @@
     missingu train        --config C --dataset D --model M --out-dir DIR [--data data.pt]
     missingu sample       --config C --checkpoint DIR/ema.pt --sampler S --out samples.pt [--grid g.png]
     missingu info         --config C [--dataset D] [--model M]
+    missingu denoise      --config C --checkpoint DIR/ema.pt --data test.pt --out denoising.csv
+                          [--torch-home resources/torch_home]
+    missingu fetch-weights [--torch-home resources/torch_home] [--weights lpips_alex,inception]
     missingu profile      --config C --out efficiency.csv [--checkpoint D/M=ema.pt ...] [--models M,..]
                           [--shapes 3x64x64,..] [--merge]
 
@@ -31,6 +34,7 @@ import torch
 from . import __version__, distributed
 from .config import ConfigError, apply_overrides, build, to_dict
 from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset
+from .denoising import Scorer, curve_rows, image_rows, run_denoising, summary_rows
 from .diffusion import Diffusion, DiffusionConfig
 from .experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
 from .io import InputFileError, save_grid, save_json, save_torch
@@ -45,9 +49,10 @@ from .profile_run import (
     run_profile,
     write_rows,
 )
-from .profiling import count_parameters, measure_call
+from .profiling import count_parameters, environment, measure_call
 from .samplers import sample
 from .train import TrainingDiverged, load_snapshot, train
+from .weights import DEFAULT_TORCH_HOME, WEIGHTS, WeightsUnavailable, fetch_weights, missing_weights, stage_hint
 
 log = logging.getLogger("missingu")
 
@@ -226,6 +231,79 @@ def cmd_profile(args: argparse.Namespace) -> None:
              len(merged) - len(rows), rows[0]["device_name"] if rows else "no rows")
 
 
+def cmd_denoise(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    dc = cfg.denoise
+    blob = load_snapshot(args.checkpoint)
+    meta = blob["meta"]
+    device = resolve_device(args.device or cfg.device)
+    data = load_imageset(args.data)
+    if list(data.shape) != list(meta["image_shape"]):
+        raise ConfigError(f"--data {args.data} holds images of shape {data.shape}; the checkpoint's model "
+                          f"takes {tuple(meta['image_shape'])}")
+    model = model_from_meta(meta, blob["state_dict"]).to(device).eval()
+    diffusion = Diffusion(build(DiffusionConfig, meta["diffusion"], "diffusion"))
+    clean = data.images[: dc.num_images].float() / 255
+    lpips_model, lpips_note = None, "not computed: denoise.lpips is false"
+    if dc.lpips:
+        try:
+            from .metrics import load_lpips
+
+            lpips_model, lpips_note = load_lpips(args.torch_home, device), None
+        except WeightsUnavailable as err:
+            lpips_note = str(err)
+            log.warning("LPIPS %s", lpips_note)
+    scorer = Scorer(data.shape[-1], lpips_model, lpips_note)
+    env = environment(device)
+    fixed = {"dataset": meta["dataset"], "model": meta["model_name"], "arch": meta["arch"],
+             "reverse": dc.reverse, "device": env["device"], "device_name": env["device_name"]}
+    log.info("denoising %d test images of %s with %s on %s: sigmas %s, protocols %s", len(clean), meta["dataset"],
+             meta["model_name"], device, list(dc.sigmas), list(dc.protocols))
+    start = time.perf_counter()
+    curves, examples = run_denoising(model, diffusion, clean, dc, scorer, seed=cfg.seed, device=device,
+                                     progress=not args.no_progress)
+    out = Path(args.out)
+    write_rows([r for c in curves for r in summary_rows([c], scorer.notes, **fixed)], out)
+    write_rows([r for c in curves for r in curve_rows(c, scorer.notes, **fixed)], out.with_suffix(".curves.csv"))
+    write_rows([r for c in curves for r in image_rows(c, scorer.notes, **fixed)], out.with_suffix(".images.csv"))
+    save_torch({"sigmas": list(examples), "examples": [examples[s] for s in examples], **fixed},
+               out.with_suffix(".examples.pt"))
+    save_json({**fixed, "checkpoint": str(args.checkpoint), "data": str(args.data), "images": len(clean),
+               "denoise": to_dict(dc), "notes": scorer.notes, "seconds": time.perf_counter() - start,
+               "t_start": {f"{c.protocol}/{c.sigma}": c.t_start for c in curves},
+               "version": __version__, "torch": env["torch"], "threads": env["threads"]},
+              out.with_suffix(".json"))
+    log.info("wrote %s (+ .curves.csv, .images.csv, .examples.pt, .json) in %.1f s", out,
+             time.perf_counter() - start)
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    names = _names(args.weights) or list(WEIGHTS)
+    unknown = [n for n in names if n not in WEIGHTS]
+    if unknown:
+        raise ConfigError(f"--weights: unknown {unknown[0]!r}; allowed: {', '.join(WEIGHTS)}")
+    problems = {}
+    for name in names:
+        try:
+            fetch_weights([name], args.torch_home, progress=not args.no_progress)
+        except WeightsUnavailable as err:
+            problems[name] = str(err)
+            log.warning("%s: %s", name, err)
+    missing = set(missing_weights(names, args.torch_home))
+    status = {name: {"file": WEIGHTS[name].file, "used_by": WEIGHTS[name].used_by, "present": name not in missing,
+                     "note": problems.get(name, stage_hint(name, args.torch_home)) if name in missing else None}
+              for name in names}
+    if args.status:
+        save_json({"torch_home": str(Path(args.torch_home).resolve()), "weights": status}, args.status)
+    for name, entry in status.items():
+        log.info("%s: %s", name, "present" if entry["present"] else entry["note"])
+    if problems and not args.allow_missing:
+        print(f"missingu: error: {len(problems)} weight file(s) could not be fetched; stage them by hand "
+              f"(see above) or pass --allow-missing", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for line in (header, ["-" * w for w in widths], *rows):
@@ -292,6 +370,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override the config's device")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_profile)
+
+    p = sub.add_parser("denoise", help="a trained model as a Gaussian denoiser: PSNR, SSIM, LPIPS per noise level")
+    _common(p)
+    p.add_argument("--checkpoint", required=True, type=Path, help="ema.pt written by train")
+    p.add_argument("--data", required=True, type=Path, help="prepared test split (prepare-data --split test)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="summary CSV (protocol x sigma); .curves.csv, .images.csv, .examples.pt and .json go beside")
+    p.add_argument("--torch-home", type=Path, default=DEFAULT_TORCH_HOME,
+                   help="where the LPIPS weights are staged (hub/checkpoints/ inside; default %(default)s)")
+    p.add_argument("--device", help="override the config's device")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_denoise)
+
+    p = sub.add_parser("fetch-weights", help="download the metric weights (LPIPS AlexNet, Inception) into TORCH_HOME")
+    p.add_argument("--torch-home", type=Path, default=DEFAULT_TORCH_HOME, help="default %(default)s")
+    p.add_argument("--weights", metavar="NAME,...", help=f"which (default all: {', '.join(WEIGHTS)})")
+    p.add_argument("--status", type=Path, help="write what is present and what is missing (JSON)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="exit 0 when a file cannot be fetched (offline): metrics that need it say so")
+    p.add_argument("--log", type=Path, help="also log to this file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_fetch_weights)
 
     p = sub.add_parser("info", help="parameters and FLOPs of the configured models")
     _common(p)

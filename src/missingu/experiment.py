@@ -15,6 +15,7 @@ import torch
 
 from .config import ConfigError, apply_overrides, build, load_yaml, positive
 from .data import DatasetSpec
+from .denoising import DenoiseConfig
 from .diffusion import DiffusionConfig
 from .models import ModelSpec, check_image_size
 from .profiling import ProfileConfig
@@ -49,6 +50,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
 
     def __post_init__(self) -> None:
         for key, entries in (("datasets", self.datasets), ("models", self.models), ("samplers", self.samplers),
@@ -64,6 +66,11 @@ class ExperimentConfig:
                         f"{key}[{i}].steps: DDIM sampler {spec.name!r} asks for {spec.steps} steps; at most "
                         f"diffusion.timesteps ({self.diffusion.timesteps})"
                     )
+        if self.denoise.sweep_start is not None and self.denoise.sweep_start >= self.diffusion.timesteps:
+            raise ConfigError(
+                f"denoise.sweep_start: {self.denoise.sweep_start} is past the last step; at most "
+                f"diffusion.timesteps - 1 ({self.diffusion.timesteps - 1})"
+            )
         if not self.datasets:
             raise ConfigError("datasets: needs at least one entry")
         resolve_device(self.device, check_available=False)
