@@ -21,8 +21,13 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/profile.smk"
+include: "workflow/rules/denoise.smk"
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/report.smk"
+
+
+onstart:
+    check_every_job()
 
 
 rule all:

@@ -16,7 +16,12 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = [ROOT / "config" / name for name in ("config.yaml", "paper.yaml", "smoke.yaml")]
+CONFIGS = [ROOT / "config" / name for name in ("config.yaml", "paper.yaml", "photos.yaml", "smoke.yaml")]
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The command line that runs the repository's Snakefile in ``workdir``."""
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
 
 
 def snakemake(workdir: Path, *args: str, path_first: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -24,8 +29,7 @@ def snakemake(workdir: Path, *args: str, path_first: Path | None = None, **kwarg
     folder searched for commands before the others)."""
     first = [str(path_first)] if path_first else []
     env = {**os.environ, "PATH": os.pathsep.join([*first, str(Path(sys.executable).parent), os.environ["PATH"]])}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, **kwargs)
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, env=env, **kwargs)
 
 
 def _planned_jobs(output: str) -> dict[str, int]:
@@ -203,20 +207,25 @@ def _edit_profile(c):
     c["profile"]["repeats"] = 4
 
 
+def _edit_denoise(c):
+    c["denoise"] = {**c.get("denoise", {}), "sigmas": [0.1]}
+
+
+EVERYTHING_OF_A_MODEL = {"results_notebook": 1, "efficiency_notebook": 1, "denoising_notebook": 1,
+                         "notebook_html": 3, "report": 1, "all": 1}
 RERUN_SCOPE = [
     ("model option", _edit_model,
-     {"train": 1, "sample": 3, "profile": 1, "results_notebook": 1, "efficiency_notebook": 1, "notebook_html": 2,
-      "report": 1, "all": 1}),
+     {"train": 1, "sample": 3, "denoise": 1, "profile": 1, **EVERYTHING_OF_A_MODEL}),
     ("sampler", _edit_sampler,
      {"sample": 2, "results_notebook": 1, "notebook_html": 1, "report": 1, "all": 1}),
     ("profile", _edit_profile,
      {"profile": 1, "efficiency_notebook": 1, "notebook_html": 1, "report": 1, "all": 1}),
+    ("denoise", _edit_denoise,
+     {"denoise": 2, "denoising_notebook": 1, "notebook_html": 1, "report": 1, "all": 1}),
     ("seed", lambda c: c.update(seed=1),
-     {"train": 2, "sample": 6, "profile": 1, "results_notebook": 1, "efficiency_notebook": 1, "notebook_html": 2,
-      "report": 1, "all": 1}),
+     {"train": 2, "sample": 6, "denoise": 2, "profile": 1, **EVERYTHING_OF_A_MODEL}),
     ("device", lambda c: c.update(device="auto"),  # no GPU here: auto is the CPU, but the text changed
-     {"train": 2, "sample": 6, "profile": 1, "results_notebook": 1, "efficiency_notebook": 1, "notebook_html": 2,
-      "report": 1, "all": 1}),
+     {"train": 2, "sample": 6, "denoise": 2, "profile": 1, **EVERYTHING_OF_A_MODEL}),
 ]
 
 

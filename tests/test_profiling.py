@@ -158,10 +158,13 @@ def test_claims_file_lists_every_claim_with_a_source_and_a_way_to_test_it():
     assert len(ids) == len(set(ids))
     for claim in claims["claims"]:
         assert claim["source"] in claims["sources"], claim["id"]
-        ways = [key for key in ("measure", "tested_by", "needs") if key in claim]
+        ways = [key for key in ("measure", "tested_by", "denoise", "needs") if key in claim]
         assert len(ways) == 1, claim["id"]
         if "measure" in claim:
             assert claim["measure"] in MEASURES and "claimed_ratio" in claim, claim["id"]
+        if "denoise" in claim:
+            assert claim["denoise"] in ("better", "comparable", "stronger_at_high_noise", "draft"), claim["id"]
+            assert claim["metric"] in ("psnr", "ssim", "lpips") and ("sigma" in claim) == (claim["denoise"] == "draft")
     text = " ".join(c["claim"] for c in claims["claims"])
     for number in ("1/4", "75%", "30%", "up to 30%", "up to 70%", "up to 80%", "33.29", "27.56", "26.77", "3.552",
                    "6.039", "5.289", "6.249", "24.71", "12.14 / 8.84 / 3.04 / 0.38", "6.84", "0.765", "8,811,875",
@@ -186,7 +189,9 @@ def test_claims_table_verdicts():
     assert table.loc["faster_30", "detail"] == "20% faster; claimed up to 30% faster"
     assert table.loc["less_memory", "verdict"] == "reproduced"
     assert table.loc["faster_30", "weights"] == "initial" and table.loc["faster_30", "device"] == "cpu"
-    assert table.loc["denoising_lpips", "verdict"].startswith("not measured yet (needs: the denoising task")
+    assert table.loc["denoising_lpips", "verdict"] == (
+        "measured by the denoising task: results/tables/denoising_vs_claims.md")
+    assert table.loc["comparable_quality", "verdict"].startswith("not measured yet (needs: FID/KID")
     assert table.loc["draft_parameters", "verdict"].startswith("checked by the tests: tests/test_draft.py")
     assert len(table) >= len(_claims()["claims"])  # every claim listed, none dropped
     profile.loc[1, "latency_ms_b1"] = 10.3  # 3% slower: within the noise band

@@ -4,14 +4,18 @@ Debian's slurm-wlm and munge (.ci/run installs them)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 import yaml
 
 from slurm_cluster import local_cluster, unavailable
-from test_pipeline import ROOT, snakemake
+from test_pipeline import ROOT, snakemake, snakemake_command
 
 needs_cluster = pytest.mark.skipif(unavailable() is not None, reason=f"no local SLURM cluster: {unavailable()}")
 
@@ -41,11 +45,11 @@ def test_smoke_run_through_slurm_equals_a_local_run(cluster, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
 
-    # every rule but the local ones (notebooks, HTML, report) went through sbatch, each job with its id
+    # every rule but the local ones (weights, notebooks, HTML, report) went through sbatch, each job with its id
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", out)
     per_rule = {rule: sum(1 for _, r in submitted if r == rule) for rule in {r for _, r in submitted}}
-    assert per_rule == {"prepare_data": 1, "train": len(models), "sample": len(models) * len(samplers),
-                        "profile": 1}, out[-3000:]
+    assert per_rule == {"prepare_data": 2, "train": len(models), "sample": len(models) * len(samplers),
+                        "denoise": len(models), "profile": 1}, out[-3000:]
     assert len({job for job, _ in submitted}) == len(submitted)
     assert (tmp_path / "slurm/results/report.html").is_file()
 
@@ -86,6 +90,43 @@ def test_a_failing_job_is_reported_with_its_logs(cluster, tmp_path):
     # the job's own log says what to stage where (show-failed-logs prints it too)
     log = (tmp_path / "work/logs/prepare_data/mnist/train.log").read_text()
     assert "dataset 'mnist' is not in" in log and "stage it by hand" in log
+
+
+@needs_cluster
+def test_a_training_the_cluster_stops_at_its_time_limit_resumes_in_the_next_attempt(cluster, tmp_path):
+    """The cluster ends the running training job for its time limit (TIMEOUT, set to 0 with
+    scontrol as an operator would); Snakemake's retry resumes it from its checkpoint."""
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg["models"] = cfg["models"][:1]
+    cfg["train"].update(steps=1500, checkpoint_every=5, log_every=25)  # about 40 s of training here
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    # the data prepared here, so the cluster runs the training alone (the plugin polls slowly)
+    prepared = snakemake(work, "results/data/digits/train.pt", "--cores", "1", "--configfile", str(path))
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    run = subprocess.Popen(snakemake_command(work, *SLURM, "results/train/digits/unet/ema.pt", "--retries", "1",
+                                             "--configfile", str(path)),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"})
+    resume = work / "results/train/digits/unet/resume.pt"
+    deadline = time.time() + 300
+    while not resume.exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert resume.exists() and len(running) == 1, f"no training job running ({running})"
+    job = running[0]
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=0"], check=True)
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out[-5000:]
+
+    state = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "JobState=TIMEOUT" in state and "Reason=TimeLimit" in state, state
+    log = (work / "logs/train/digits/unet.log").read_text()
+    resumed = re.findall(r"resuming \S+ from step (\d+) of 1500", log)
+    assert len(resumed) == 1 and int(resumed[0]) > 0, log[-3000:]
+    steps = [int(r.split(",")[0]) for r in (work / "results/train/digits/unet/loss.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(25, 1501, 25))
 
 
 def _fake_slurm(folder, *nodes: str):

@@ -23,6 +23,9 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 try:
     from missingu.config import ConfigError
     from missingu.experiment import parse_experiment
+    from missingu.weights import DEFAULT_TORCH_HOME
+    from missingu.denoising import matched_step
+    from missingu.diffusion import Diffusion
     from missingu.samplers import expected_calls
 except ModuleNotFoundError as err:
     raise WorkflowError(
@@ -67,6 +70,8 @@ _prepend("PYTHONPATH", os.path.join(workflow.basedir, "src"))
 if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
     _prepend("PATH", os.path.dirname(sys.executable))
 ENV = "../../environment.yml"
+# Where metric weights are staged (TORCH_HOME of every metric job): missingu.weights' default.
+TORCH_HOME = str(DEFAULT_TORCH_HOME)
 
 
 def _wants_gpu():
@@ -139,8 +144,8 @@ def _sinfo_nodes():
 def _unschedulable(rule, asked, nodes, largest, hint):
     sizes = ", ".join(sorted({largest(n) for n in nodes}, key=lambda v: [int(d) for d in re.findall(r"\d+", v)]))
     return WorkflowError(
-        f"rule {rule} needs {asked}, but no node of this SLURM cluster has that ({sizes}): it would stay "
-        f"pending. Lower it ({hint}) or run on a larger partition."
+        f"rule {rule} needs {asked}, but no node of this SLURM cluster has that "
+        f"({sizes}): it would stay pending. Lower it ({hint}) or run on a larger partition."
     )
 
 
@@ -196,6 +201,16 @@ def sample_minutes(wildcards):
     return _job_minutes(work / (3 * TRAIN_VALUES_PER_S[bool(GPU)]))
 
 
+def denoise_minutes(wildcards):
+    """The denoising task: test images x reverse steps of both protocols x image size, a step a
+    third of a training step's image, plus the metrics after every step (counted as much again)."""
+    dc, diffusion = EXPERIMENT.denoise, Diffusion(EXPERIMENT.diffusion)
+    starts = [matched_step(diffusion, s) for s in dc.sigmas]
+    steps = {"matched": sum(t + 1 for t in starts), "sweep": len(starts) * ((dc.sweep_start or max(starts)) + 1)}
+    work = dc.num_images * sum(steps[p] for p in dc.protocols) * _values(wildcards.dataset)
+    return _job_minutes(2 * work / (3 * TRAIN_VALUES_PER_S[bool(GPU)]))
+
+
 def profile_minutes(wildcards):
     """The profile: ten minutes, and ten more for every dataset x model it measures."""
     return 10 + 10 * len(DATASETS) * len(MODELS)
@@ -233,9 +248,9 @@ def gpus(rule, count):
     return value
 
 
-onstart:
-    # Every job's resources are worked out (and checked against the nodes) before the first is
-    # submitted, so a training that fits no node stops the run before its data is prepared.
+def check_every_job():
+    """Work out every job's resources (and so check them against the nodes) before the first is
+    submitted, so a training that fits no node stops the run before its data is prepared."""
     if _slurm_nodes() is not None:
         for job in workflow.dag.needrun_jobs():
             job.resources
@@ -297,6 +312,10 @@ def all_cores(wildcards):
         return 1
 
 
+def denoise_config(wildcards):
+    return _cli_config([wildcards.dataset], [wildcards.model], sections=("diffusion", "denoise"))
+
+
 def sample_config(wildcards):
     return _cli_config([wildcards.dataset], [wildcards.model], [wildcards.sampler], sections=("sample",))
 
@@ -314,6 +333,11 @@ def train_outputs(what="model"):
 def sample_outputs(what):
     """One output of the sample rule (`images`, `summary`, `grid`) for every combination."""
     return expand(getattr(rules.sample.output, what), dataset=DATASETS, model=MODELS, sampler=SAMPLERS)
+
+
+def denoise_outputs(what):
+    """One output of the denoise rule (`summary`, `curves`, `images`, `examples`) for every dataset and model."""
+    return expand(getattr(rules.denoise.output, what), dataset=DATASETS, model=MODELS)
 
 
 def _records(keys, **paths):
@@ -346,11 +370,22 @@ def efficiency_parameters(wildcards):
     return shlex.quote(json.dumps(params))
 
 
+def denoising_parameters(wildcards):
+    """Papermill parameters of the denoising notebook, as shell-quoted JSON."""
+    params = {
+        "runs": _records(("dataset", "model"), summary=rules.denoise.output.summary),
+        "claims_yaml": os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
+        "tables_dir": "results/tables",
+        "figures_dir": "results/figures",
+    }
+    return shlex.quote(json.dumps(params))
+
+
 def final_outputs():
     return [
         *train_outputs("model"),
         *sample_outputs("grid"),
-        *expand("results/notebooks/{name}.{ext}", name=["results", "efficiency"], ext=["ipynb", "html"]),
+        *expand("results/notebooks/{name}.{ext}", name=["results", "efficiency", "denoising"], ext=["ipynb", "html"]),
     ]
 
 

@@ -106,3 +106,47 @@ rule notebook_html:
         runtime=10,
     shell:
         "python -m nbconvert --to html --output-dir $(dirname {output}) {input} 2> {log}"
+
+
+rule denoising_notebook:
+    input:
+        notebook=notebook("denoising"),
+        summaries=denoise_outputs("summary"),
+        curves=denoise_outputs("curves"),
+        images=denoise_outputs("images"),
+        examples=denoise_outputs("examples"),
+        claims=os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
+    output:
+        notebook="results/notebooks/denoising.ipynb",
+        table=report("results/tables/denoising.csv", caption="../report/denoising_table.rst", category="Denoising"),
+        table_md="results/tables/denoising.md",
+        claims=report(
+            "results/tables/denoising_vs_claims.csv", caption="../report/denoising_vs_claims.rst", category="Denoising"
+        ),
+        claims_md="results/tables/denoising_vs_claims.md",
+        curves=report(
+            expand("results/figures/denoising_curves_{dataset}.png", dataset=DATASETS),
+            caption="../report/denoising_curves.rst",
+            category="Denoising",
+        ),
+        examples=report(
+            expand("results/figures/denoising_examples_{dataset}.png", dataset=DATASETS),
+            caption="../report/denoising_examples.rst",
+            category="Denoising",
+        ),
+    params:
+        parameters=denoising_parameters,
+    log:
+        notebook="logs/notebooks/denoising.ipynb",
+        stderr="logs/notebooks/denoising.log",
+    benchmark:
+        "benchmarks/notebooks/denoising.tsv"
+    conda:
+        ENV
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        PAPERMILL
