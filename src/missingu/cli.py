@@ -34,7 +34,7 @@ import torch
 from . import __version__, distributed
 from .config import ConfigError, apply_overrides, build, to_dict
 from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset
-from .denoising import Scorer, curve_rows, image_rows, run_denoising, summary_rows
+from .denoising import Curve, Scorer, curve_rows, image_rows, run_denoising, summary_rows
 from .diffusion import Diffusion, DiffusionConfig
 from .experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
 from .io import InputFileError, save_grid, save_json, save_torch
@@ -260,8 +260,14 @@ def cmd_denoise(args: argparse.Namespace) -> None:
     log.info("denoising %d test images of %s with %s on %s: sigmas %s, protocols %s", len(clean), meta["dataset"],
              meta["model_name"], device, list(dc.sigmas), list(dc.protocols))
     start = time.perf_counter()
+    def report(curve: Curve) -> None:
+        psnr = curve.values["psnr"]
+        log.info("%s sigma %g from step %d: PSNR %.2f dB noisy, %.2f dB at step %d (%.4f s per image)",
+                 curve.protocol, curve.sigma, curve.t_start, psnr[0].mean(), psnr[curve.reported_step()].mean(),
+                 curve.reported_step(), curve.seconds_per_image)
+
     curves, examples = run_denoising(model, diffusion, clean, dc, scorer, seed=cfg.seed, device=device,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, on_curve=report)
     out = Path(args.out)
     write_rows([r for c in curves for r in summary_rows([c], scorer.notes, **fixed)], out)
     write_rows([r for c in curves for r in curve_rows(c, scorer.notes, **fixed)], out.with_suffix(".curves.csv"))

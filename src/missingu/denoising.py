@@ -139,7 +139,7 @@ def reverse_chain(
 class Scorer:
     """Per-image metrics of denoised images against clean ones: PSNR always; SSIM when the images
     are at least 11x11 (its window); LPIPS with a loaded model. A metric that cannot be computed has
-    a note (``ssim_note``, ``lpips_note``) instead of values."""
+    a note in ``notes[metric]`` (``not computed: ...``) and no values."""
 
     def __init__(self, image_size: int, lpips_model: nn.Module | None, lpips_note: str | None):
         self.lpips_model = lpips_model
