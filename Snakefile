@@ -22,6 +22,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/denoise.smk"
+include: "workflow/rules/quality.smk"
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/report.smk"
 

@@ -49,7 +49,7 @@ def test_bad_values_name_key_and_allowed(tiny_config, path, value, expected):
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
-        (None, "learning_rate: unknown key; allowed keys of the config: datasets, denoise, device, diffusion"),
+        (None, "learning_rate: unknown key; allowed keys of the config: datasets, denoise, device, diffusion, evaluate"),
         ("train", "train.learning_rate: unknown key; allowed keys of train: amp, batch_size, betas"),
         ("diffusion", "diffusion.learning_rate: unknown key; allowed keys of diffusion: beta_end"),
     ],

@@ -158,7 +158,7 @@ def test_claims_file_lists_every_claim_with_a_source_and_a_way_to_test_it():
     assert len(ids) == len(set(ids))
     for claim in claims["claims"]:
         assert claim["source"] in claims["sources"], claim["id"]
-        ways = [key for key in ("measure", "tested_by", "denoise", "needs") if key in claim]
+        ways = [key for key in ("measure", "tested_by", "denoise", "quality", "needs") if key in claim]
         assert len(ways) == 1, claim["id"]
         if "measure" in claim:
             assert claim["measure"] in MEASURES and "claimed_ratio" in claim, claim["id"]
@@ -191,7 +191,8 @@ def test_claims_table_verdicts():
     assert table.loc["faster_30", "weights"] == "initial" and table.loc["faster_30", "device"] == "cpu"
     assert table.loc["denoising_lpips", "verdict"] == (
         "measured by the denoising task: results/tables/denoising_vs_claims.md")
-    assert table.loc["comparable_quality", "verdict"].startswith("not measured yet (needs: FID/KID")
+    assert table.loc["comparable_quality", "verdict"] == (
+        "measured by the sample-quality evaluation: results/tables/quality_vs_claims.md")
     assert table.loc["draft_parameters", "verdict"].startswith("checked by the tests: tests/test_draft.py")
     assert len(table) >= len(_claims()["claims"])  # every claim listed, none dropped
     profile.loc[1, "latency_ms_b1"] = 10.3  # 3% slower: within the noise band

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from missingu.classifier import ClassifierConfig
 from missingu.config import to_dict
 from missingu.data import SOURCES, DatasetSpec
 from missingu.denoising import DenoiseConfig
 from missingu.diffusion import SCHEDULES, DiffusionConfig
+from missingu.evaluate import EvaluateConfig
 from missingu.experiment import ExperimentConfig, SampleConfig, load_experiment
 from missingu.models import ARCHITECTURES, ModelSpec
 from missingu.models.ode_block import SOLVERS
@@ -25,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 SECTIONS = {
     "diffusion": DiffusionConfig, "train": TrainConfig, "sample": SampleConfig, "profile": ProfileConfig,
-    "denoise": DenoiseConfig,
+    "denoise": DenoiseConfig, "evaluate": EvaluateConfig,
 }
 ITEMS = {"datasets": DatasetSpec, "models": ModelSpec, "samplers": SamplerSpec}
 
@@ -55,6 +57,14 @@ def test_schema_sections_match_dataclasses(section):
     assert set(props) == set(fields)
     for name, field in fields.items():
         assert props[name]["default"] == _default(field), f"{section}.{name}"
+
+
+def test_schema_of_the_classifier_matches_its_dataclass():
+    props = SCHEMA["properties"]["evaluate"]["properties"]["classifier"]["properties"]
+    fields = _fields(ClassifierConfig)
+    assert set(props) == set(fields)
+    for name, field in fields.items():
+        assert props[name]["default"] == _default(field), f"evaluate.classifier.{name}"
 
 
 @pytest.mark.parametrize("key", sorted(ITEMS))
@@ -97,7 +107,7 @@ def test_every_key_is_documented_in_config_readme():
     assert not missing, f"config/README.md does not document {missing}"
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "photos.yaml", "smoke.yaml"])
 def test_config_files_are_valid_for_the_package(name):
     cfg = load_experiment(ROOT / "config" / name)
     assert cfg.datasets and cfg.models and cfg.samplers

@@ -7,6 +7,9 @@
     missingu denoise      --config C --checkpoint DIR/ema.pt --data test.pt --out denoising.csv
                           [--torch-home resources/torch_home]
     missingu fetch-weights [--torch-home resources/torch_home] [--weights lpips_alex,inception]
+    missingu train-classifier --config C --data train.pt --test test.pt --out classifier.pt
+    missingu evaluate     --config C --samples S.pt --classifier classifier.pt --data train.pt --test test.pt
+                          --out quality.json [--torch-home resources/torch_home]
     missingu profile      --config C --out efficiency.csv [--checkpoint D/M=ema.pt ...] [--models M,..]
                           [--shapes 3x64x64,..] [--merge]
 
@@ -32,12 +35,14 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed
+from .classifier import accuracy, load_classifier, save_classifier, train_classifier
 from .config import ConfigError, apply_overrides, build, to_dict
-from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset
+from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset, to_uint8
 from .denoising import Curve, Scorer, curve_rows, image_rows, run_denoising, summary_rows
 from .diffusion import Diffusion, DiffusionConfig
+from .evaluate import evaluate_samples
 from .experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
-from .io import InputFileError, save_grid, save_json, save_torch
+from .io import InputFileError, load_torch, save_grid, save_json, save_torch
 from .models import model_from_meta, model_from_spec
 from .profile_run import (
     check_checkpoints,
@@ -50,7 +55,7 @@ from .profile_run import (
     write_rows,
 )
 from .profiling import count_parameters, environment, measure_call
-from .samplers import sample
+from .samplers import SamplerSpec, sample, sampler_steps
 from .train import TrainingDiverged, load_snapshot, train
 from .weights import DEFAULT_TORCH_HOME, WEIGHTS, WeightsUnavailable, fetch_weights, missing_weights, stage_hint
 
@@ -283,6 +288,69 @@ def cmd_denoise(args: argparse.Namespace) -> None:
              time.perf_counter() - start)
 
 
+def cmd_train_classifier(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    spec = cfg.dataset(args.dataset)
+    device = resolve_device(args.device or cfg.device)
+    train, test = load_imageset(args.data), load_imageset(args.test)
+    log.info("training the quality classifier on %s (%d images, %d classes) on %s", spec.name, len(train),
+             len(set(train.labels.tolist())), device)
+    model, record = train_classifier(train.images, train.labels, cfg.evaluate.classifier, seed=cfg.seed,
+                                     device=device, progress=not args.no_progress)
+    known = set(record["classes"])
+    if len(test) and set(test.labels.tolist()) <= known:
+        record["test_accuracy"] = accuracy(model, test.images.to(device), test.labels.to(device))
+    else:
+        record["test_accuracy"] = None
+        record["test_accuracy_note"] = ("the test split's labels are not among the training classes: see "
+                                        "holdout_accuracy")
+    record.update(dataset=spec.name, device=str(device))
+    save_classifier(model, record, args.out)
+    save_json({k: v for k, v in record.items()}, Path(args.out).with_suffix(".json"))
+    log.info("wrote %s: train accuracy %.3f, holdout %s, test %s", args.out, record["train_accuracy"],
+             record.get("holdout_accuracy"), record["test_accuracy"])
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    device = resolve_device(args.device or cfg.device)
+    blob = load_torch(args.samples, what="samples written by `missingu sample` (images in [-1, 1])")
+    images = blob.get("images") if isinstance(blob, dict) else None
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise InputFileError(f"{args.samples} is not samples written by `missingu sample`")
+    summary_path = Path(args.samples).with_suffix(".json")
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} (the sampling summary beside {args.samples}) does not exist")
+    summary = json.loads(summary_path.read_text())
+    classifier, record = load_classifier(args.classifier, device)
+    train, test = load_imageset(args.data), load_imageset(args.test)
+    samples = to_uint8(images)
+    if tuple(samples.shape[1:]) != train.shape:
+        raise ConfigError(f"--samples {args.samples} holds images of shape {tuple(samples.shape[1:])}; the dataset's "
+                          f"are {train.shape}")
+    meta = blob.get("model", {})
+    log.info("evaluating %d samples of %s (%s) on %s", len(samples), meta.get("model_name"), summary["sampler"]["name"],
+             device)
+    start = time.perf_counter()
+    scores = evaluate_samples(samples, train, test, classifier, record, cfg.evaluate, torch_home=args.torch_home,
+                              seed=cfg.seed, device=device)
+    sampler = summary["sampler"]
+    out = {
+        "dataset": meta.get("dataset"), "model": meta.get("model_name"), "arch": meta.get("arch"),
+        "sampler": sampler["name"], "kind": sampler["kind"],
+        "steps": sampler_steps(build(SamplerSpec, sampler, "sampler"), meta.get("diffusion", {}).get("timesteps")),
+        "network_calls": summary["network_calls_per_batch"], "num_samples": summary["num_samples"],
+        "seconds_per_image": summary["seconds"] / summary["num_samples"], "device": summary["device"],
+        "classifier_accuracy": record.get("test_accuracy") if record.get("test_accuracy") is not None
+        else record.get("holdout_accuracy"),
+        **scores, "samples": str(args.samples), "evaluate_seconds": time.perf_counter() - start,
+        "evaluate_device": str(device), "version": __version__,
+    }
+    save_json(out, args.out)
+    log.info("wrote %s: classifier FD %.4g (real vs real %.4g), FID %s", args.out, out["classifier_fd"],
+             out["classifier_fd_real"], out["fid"])
+
+
 def cmd_fetch_weights(args: argparse.Namespace) -> int:
     names = _names(args.weights) or list(WEIGHTS)
     unknown = [n for n in names if n not in WEIGHTS]
@@ -388,6 +456,28 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override the config's device")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_denoise)
+
+    p = sub.add_parser("train-classifier", help="the small classifier of the classifier Frechet distance")
+    _common(p)
+    p.add_argument("--dataset", help="dataset entry name (default: the only one)")
+    p.add_argument("--data", required=True, type=Path, help="prepared train split")
+    p.add_argument("--test", required=True, type=Path, help="prepared test split (its accuracy)")
+    p.add_argument("--out", required=True, type=Path, help="classifier (.pt); a .json record goes beside")
+    p.add_argument("--device", help="override the config's device")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_train_classifier)
+
+    p = sub.add_parser("evaluate", help="sample quality: FID/KID and the classifier Frechet distance (JSON)")
+    _common(p)
+    p.add_argument("--samples", required=True, type=Path, help="samples (.pt) written by sample, its .json beside")
+    p.add_argument("--classifier", required=True, type=Path, help="written by train-classifier")
+    p.add_argument("--data", required=True, type=Path, help="prepared train split (FID's reference)")
+    p.add_argument("--test", required=True, type=Path, help="prepared test split (the classifier distance's reference)")
+    p.add_argument("--out", required=True, type=Path, help="JSON with every score, the sampler's cost and the device")
+    p.add_argument("--torch-home", type=Path, default=DEFAULT_TORCH_HOME,
+                   help="where the Inception weights are staged (default %(default)s)")
+    p.add_argument("--device", help="override the config's device")
+    p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("fetch-weights", help="download the metric weights (LPIPS AlexNet, Inception) into TORCH_HOME")
     p.add_argument("--torch-home", type=Path, default=DEFAULT_TORCH_HOME, help="default %(default)s")

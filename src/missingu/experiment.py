@@ -17,6 +17,7 @@ from .config import ConfigError, apply_overrides, build, load_yaml, positive
 from .data import DatasetSpec
 from .denoising import DenoiseConfig
 from .diffusion import DiffusionConfig
+from .evaluate import EvaluateConfig
 from .models import ModelSpec, check_image_size
 from .profiling import ProfileConfig
 from .samplers import SamplerSpec
@@ -51,6 +52,7 @@ class ExperimentConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def __post_init__(self) -> None:
         for key, entries in (("datasets", self.datasets), ("models", self.models), ("samplers", self.samplers),

@@ -283,6 +283,16 @@ def sample(
     return SampleOutput(images, calls, evaluations if has_nfe else None)
 
 
+def sampler_steps(spec: SamplerSpec, timesteps: int | None) -> int | None:
+    """The steps a sampler takes: all ``T`` for DDPM, its ``steps`` for DDIM and fixed-step
+    PF-ODE solvers, ``None`` for adaptive ones (their steps vary; see the network calls)."""
+    if spec.kind == "ddpm":
+        return timesteps
+    if spec.kind == "ddim" or spec.method in FIXED_STEP_SOLVERS:
+        return spec.steps
+    return None
+
+
 def expected_calls(spec: SamplerSpec, timesteps: int) -> int | None:
     """Network calls a sampler makes (``None`` for adaptive ODE solvers)."""
     if spec.kind == "ddpm":
@@ -296,5 +306,5 @@ def expected_calls(spec: SamplerSpec, timesteps: int) -> int | None:
 
 __all__ = [
     "SAMPLERS", "SampleNoise", "SampleOutput", "SamplerSpec", "ddim_timesteps", "expected_calls",
-    "sample", "sample_ddim", "sample_ddpm", "sample_pf_ode",
+    "sample", "sample_ddim", "sample_ddpm", "sample_pf_ode", "sampler_steps",
 ]

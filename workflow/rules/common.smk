@@ -211,6 +211,12 @@ def denoise_minutes(wildcards):
     return _job_minutes(2 * work / (3 * TRAIN_VALUES_PER_S[bool(GPU)]))
 
 
+def classifier_minutes(wildcards):
+    """The quality classifier: its steps x batch x image size at the training throughput."""
+    c = EXPERIMENT.evaluate.classifier
+    return _job_minutes(c.steps * c.batch_size * _values(wildcards.dataset) / TRAIN_VALUES_PER_S[bool(GPU)])
+
+
 def profile_minutes(wildcards):
     """The profile: ten minutes, and ten more for every dataset x model it measures."""
     return 10 + 10 * len(DATASETS) * len(MODELS)
@@ -316,6 +322,11 @@ def denoise_config(wildcards):
     return _cli_config([wildcards.dataset], [wildcards.model], sections=("diffusion", "denoise"))
 
 
+def classifier_config(wildcards):
+    """A dataset's entry, the evaluate settings, seed and device (classifier and evaluation)."""
+    return _cli_config([wildcards.dataset], [], sections=("evaluate",))
+
+
 def sample_config(wildcards):
     return _cli_config([wildcards.dataset], [wildcards.model], [wildcards.sampler], sections=("sample",))
 
@@ -338,6 +349,11 @@ def sample_outputs(what):
 def denoise_outputs(what):
     """One output of the denoise rule (`summary`, `curves`, `images`, `examples`) for every dataset and model."""
     return expand(getattr(rules.denoise.output, what), dataset=DATASETS, model=MODELS)
+
+
+def quality_outputs():
+    """The evaluate rule's output for every dataset, model and sampler."""
+    return expand(rules.evaluate.output[0], dataset=DATASETS, model=MODELS, sampler=SAMPLERS)
 
 
 def _records(keys, **paths):
@@ -381,11 +397,28 @@ def denoising_parameters(wildcards):
     return shlex.quote(json.dumps(params))
 
 
+def quality_parameters(wildcards):
+    """Papermill parameters of the quality notebook, as shell-quoted JSON."""
+    params = {
+        "records": _records(("dataset", "model", "sampler"), quality=rules.evaluate.output[0]),
+        "classifiers": _records(("dataset",), record=rules.train_classifier.output.record),
+        "claims_yaml": os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
+        "efficiency_claims_csv": rules.efficiency_notebook.output.claims,
+        "denoising_claims_csv": rules.denoising_notebook.output.claims,
+        "tables_dir": "results/tables",
+        "figures_dir": "results/figures",
+    }
+    return shlex.quote(json.dumps(params))
+
+
+NOTEBOOKS = ["results", "efficiency", "denoising", "quality"]
+
+
 def final_outputs():
     return [
         *train_outputs("model"),
         *sample_outputs("grid"),
-        *expand("results/notebooks/{name}.{ext}", name=["results", "efficiency", "denoising"], ext=["ipynb", "html"]),
+        *expand("results/notebooks/{name}.{ext}", name=NOTEBOOKS, ext=["ipynb", "html"]),
     ]
 
 

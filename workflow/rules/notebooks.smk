@@ -150,3 +150,48 @@ rule denoising_notebook:
         runtime=30,
     shell:
         PAPERMILL
+
+
+# Sample quality, and the one claims table that puts every claim beside what was measured for it
+# (efficiency, the denoising task, sample quality).
+rule quality_notebook:
+    input:
+        notebook=notebook("quality"),
+        quality=quality_outputs(),
+        classifiers=expand(rules.train_classifier.output.record, dataset=DATASETS),
+        efficiency_claims=rules.efficiency_notebook.output.claims,
+        denoising_claims=rules.denoising_notebook.output.claims,
+        claims=os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
+    output:
+        notebook="results/notebooks/quality.ipynb",
+        table=report(
+            "results/tables/sample_quality.csv", caption="../report/sample_quality.rst", category="Sample quality"
+        ),
+        table_md="results/tables/sample_quality.md",
+        versus=report(
+            "results/tables/quality_vs_claims.csv", caption="../report/quality_vs_claims.rst", category="Sample quality"
+        ),
+        versus_md="results/tables/quality_vs_claims.md",
+        claims=report("results/tables/claims.csv", caption="../report/claims.rst", category="Claims"),
+        claims_md="results/tables/claims.md",
+        figures=report(
+            expand("results/figures/quality_vs_{x}_{dataset}.png", x=["calls", "time"], dataset=DATASETS),
+            caption="../report/quality_figures.rst",
+            category="Sample quality",
+        ),
+    params:
+        parameters=quality_parameters,
+    log:
+        notebook="logs/notebooks/quality.ipynb",
+        stderr="logs/notebooks/quality.log",
+    benchmark:
+        "benchmarks/notebooks/quality.tsv"
+    conda:
+        ENV
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        PAPERMILL
