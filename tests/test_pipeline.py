@@ -211,21 +211,28 @@ def _edit_denoise(c):
     c["denoise"] = {**c.get("denoise", {}), "sigmas": [0.1]}
 
 
-EVERYTHING_OF_A_MODEL = {"results_notebook": 1, "efficiency_notebook": 1, "denoising_notebook": 1,
-                         "notebook_html": 3, "report": 1, "all": 1}
+def _edit_evaluate(c):
+    c["evaluate"] = {**c.get("evaluate", {}), "kid_subset_size": 50}
+
+
+END = {"report": 1, "all": 1}
+NOTEBOOKS = {"results_notebook": 1, "efficiency_notebook": 1, "denoising_notebook": 1, "quality_notebook": 1,
+             "notebook_html": 4}
 RERUN_SCOPE = [
     ("model option", _edit_model,
-     {"train": 1, "sample": 3, "denoise": 1, "profile": 1, **EVERYTHING_OF_A_MODEL}),
+     {"train": 1, "sample": 3, "denoise": 1, "evaluate": 3, "profile": 1, **NOTEBOOKS, **END}),
     ("sampler", _edit_sampler,
-     {"sample": 2, "results_notebook": 1, "notebook_html": 1, "report": 1, "all": 1}),
-    ("profile", _edit_profile,
-     {"profile": 1, "efficiency_notebook": 1, "notebook_html": 1, "report": 1, "all": 1}),
+     {"sample": 2, "evaluate": 2, "results_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+    ("profile", _edit_profile,  # the quality notebook holds the one claims table
+     {"profile": 1, "efficiency_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
     ("denoise", _edit_denoise,
-     {"denoise": 2, "denoising_notebook": 1, "notebook_html": 1, "report": 1, "all": 1}),
+     {"denoise": 2, "denoising_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+    ("evaluate", _edit_evaluate,
+     {"train_classifier": 1, "evaluate": 6, "quality_notebook": 1, "notebook_html": 1, **END}),
     ("seed", lambda c: c.update(seed=1),
-     {"train": 2, "sample": 6, "denoise": 2, "profile": 1, **EVERYTHING_OF_A_MODEL}),
+     {"train": 2, "sample": 6, "denoise": 2, "train_classifier": 1, "evaluate": 6, "profile": 1, **NOTEBOOKS, **END}),
     ("device", lambda c: c.update(device="auto"),  # no GPU here: auto is the CPU, but the text changed
-     {"train": 2, "sample": 6, "denoise": 2, "profile": 1, **EVERYTHING_OF_A_MODEL}),
+     {"train": 2, "sample": 6, "denoise": 2, "train_classifier": 1, "evaluate": 6, "profile": 1, **NOTEBOOKS, **END}),
 ]
 
 
@@ -294,7 +301,9 @@ def test_config_edit_retrains_from_scratch_and_keeps_the_old_state(smoke_run, tm
     shutil.copytree(smoke_run, workdir, symlinks=True)
     cfg = _smoke()
     cfg["train"]["lr"] = 0.002
-    proc = snakemake(workdir, "--cores", "2", "--configfile", str(_write(tmp_path, cfg)))
+    # the trainings only (the jobs after them are the same as in the end-to-end run), to keep it short
+    trained = [f"results/train/digits/{m}/ema.pt" for m in ("unet", "cunet")]
+    proc = snakemake(workdir, *trained, "--cores", "2", "--configfile", str(_write(tmp_path, cfg)))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for model in ("unet", "cunet"):
         run = workdir / f"results/train/digits/{model}"
@@ -306,7 +315,7 @@ def test_config_edit_retrains_from_scratch_and_keeps_the_old_state(smoke_run, tm
         assert "was written by a different configuration (train:" in log and "training from step 0" in log
         steps = [int(r.split(",")[0]) for r in (run / "loss.csv").read_text().splitlines()[1:]]
         assert steps == list(range(5, cfg["train"]["steps"] + 1, 5))
-    assert "Nothing to be done" in snakemake(workdir, "-n", "--cores", "2", "--configfile",
+    assert "Nothing to be done" in snakemake(workdir, *trained, "-n", "--cores", "2", "--configfile",
                                              str(tmp_path / "edited.yaml")).stdout
 
 

@@ -49,7 +49,8 @@ def test_smoke_run_through_slurm_equals_a_local_run(cluster, tmp_path):
     submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", out)
     per_rule = {rule: sum(1 for _, r in submitted if r == rule) for rule in {r for _, r in submitted}}
     assert per_rule == {"prepare_data": 2, "train": len(models), "sample": len(models) * len(samplers),
-                        "denoise": len(models), "profile": 1}, out[-3000:]
+                        "denoise": len(models), "train_classifier": 1, "evaluate": len(models) * len(samplers),
+                        "profile": 1}, out[-3000:]
     assert len({job for job, _ in submitted}) == len(submitted)
     assert (tmp_path / "slurm/results/report.html").is_file()
 
