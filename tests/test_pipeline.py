@@ -62,6 +62,9 @@ def test_dry_run_of_every_config(tmp_path, config):
     stats = _planned_jobs(proc.stdout)
     assert stats["train"] == n_train
     assert stats["sample"] == n_train * len(cfg["samplers"])
+    # a --configfile updates the embedded default: what a config says about FID must hold
+    if "fid" in cfg.get("evaluate", {}) and cfg["samplers"]:
+        assert f'"fid": {str(cfg["evaluate"]["fid"]).lower()}' in proc.stdout, config.name
 
 
 def _smoke() -> dict:
