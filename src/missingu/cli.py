@@ -306,7 +306,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> None:
                                         "holdout_accuracy")
     record.update(dataset=spec.name, device=str(device))
     save_classifier(model, record, args.out)
-    save_json({k: v for k, v in record.items()}, Path(args.out).with_suffix(".json"))
+    save_json(record, Path(args.out).with_suffix(".json"))
     log.info("wrote %s: train accuracy %.3f, holdout %s, test %s", args.out, record["train_accuracy"],
              record.get("holdout_accuracy"), record["test_accuracy"])
 
