@@ -253,15 +253,16 @@ def curve_rows(curve: Curve, notes: dict[str, str | None], **fixed: Any) -> list
             if v is None:
                 row[f"{m}_mean"], row[f"{m}_std"] = notes[m], ""
             else:
-                finite = v[k][torch.isfinite(v[k])]
-                row[f"{m}_mean"] = _mean(v[k])
-                row[f"{m}_std"] = float(finite.std()) if finite.numel() > 1 else 0.0
+                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(v[k])
         rows.append(row)
     return rows
 
 
-def _mean(v: Tensor) -> float:
-    return float(v.mean())  # inf when one image came out identical (PSNR of an exact copy)
+def _mean_std(v: Tensor) -> tuple[float, float]:
+    """Mean over images (inf when one came out identical: PSNR of an exact copy) and the standard
+    deviation of the finite values (0 with fewer than two)."""
+    finite = v[torch.isfinite(v)]
+    return float(v.mean()), float(finite.std()) if finite.numel() > 1 else 0.0
 
 
 def image_rows(curve: Curve, notes: dict[str, str | None], **fixed: Any) -> list[dict[str, Any]]:
@@ -291,10 +292,8 @@ def summary_rows(curves: Sequence[Curve], notes: dict[str, str | None], **fixed:
             if v is None:
                 row[m], row[f"{m}_std"], row[f"{m}_noisy"] = notes[m], "", notes[m]
             else:
-                finite = v[k][torch.isfinite(v[k])]
-                row[m] = _mean(v[k])
-                row[f"{m}_std"] = float(finite.std()) if finite.numel() > 1 else 0.0
-                row[f"{m}_noisy"] = _mean(v[0])
+                row[m], row[f"{m}_std"] = _mean_std(v[k])
+                row[f"{m}_noisy"] = float(v[0].mean())
         rows.append(row)
     return rows
 

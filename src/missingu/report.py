@@ -99,6 +99,16 @@ def save_figure(fig: Any, path: str | Path) -> None:
     plt.close(fig)
 
 
+def message_figure(text: str, path: str | Path) -> None:
+    """A small PNG that says, in words, why there is nothing to plot."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    save_figure(fig, path)
+
+
 def plot_loss_curves(curves: pd.DataFrame, path: str | Path) -> None:
     """Training loss against step, all models of a dataset on one axis (one panel per dataset)."""
     import seaborn as sns
@@ -262,10 +272,7 @@ def plot_claims(table: pd.DataFrame, path: str | Path) -> None:
     sns.set_theme(style="whitegrid")
     table = table[table["measured_ratio"].notna()]
     if table.empty:
-        fig, ax = plt.subplots(figsize=(6, 1.5))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no U-Net / cU-Net pair was profiled at a common input shape", ha="center", va="center")
-        save_figure(fig, path)
+        message_figure("no U-Net / cU-Net pair was profiled at a common input shape", path)
         return
     panel_of = table["shape"] + "  " + table["pair"]
     panels = list(dict.fromkeys(panel_of))
@@ -529,10 +536,7 @@ def plot_quality(table: pd.DataFrame, path: str | Path, x: str = "network_calls"
     import matplotlib.pyplot as plt
 
     if table.empty:
-        fig, ax = plt.subplots(figsize=(6, 1.5))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no samples were evaluated", ha="center", va="center")
-        save_figure(fig, path)
+        message_figure("no samples were evaluated", path)
         return
     metrics = [m for m in QUALITY_METRICS if _numeric(table[m]).notna().any()]
     missing = [f"{QUALITY_METRICS[m][0]}: {metric_note(table, m)}" for m in QUALITY_METRICS if m not in metrics]
