@@ -23,6 +23,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/denoise.smk"
 include: "workflow/rules/quality.smk"
+include: "workflow/rules/stepaware.smk"
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/report.smk"
 

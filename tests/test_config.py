@@ -19,7 +19,7 @@ def test_tiny_config_is_valid(tiny_config):
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        (("models", 0, "arch"), "transformer", "models[0].arch: unknown architecture 'transformer'; allowed: cunet, unet"),
+        (("models", 0, "arch"), "transformer", "models[0].arch: unknown architecture 'transformer'; allowed: cunet, ddpm, unet"),
         (("models", 0, "preset"), "huge", "models[0].preset: unknown unet preset 'huge'; allowed: digits, paper, tiny"),
         (("datasets", 0, "name"), "imagenet", "datasets[0].name: unknown dataset 'imagenet'; allowed: celeba, cifar10"),
         (("samplers", 0, "kind"), "euler_a", "samplers[0].kind: 'euler_a' is not allowed; allowed: 'ddpm', 'ddim', 'pf_ode'"),
@@ -49,7 +49,7 @@ def test_bad_values_name_key_and_allowed(tiny_config, path, value, expected):
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
-        (None, "learning_rate: unknown key; allowed keys of the config: datasets, denoise, device, diffusion, evaluate"),
+        (None, "learning_rate: unknown key; allowed keys of the config: bench, datasets, denoise, device, diffusion"),
         ("train", "train.learning_rate: unknown key; allowed keys of train: amp, batch_size, betas"),
         ("diffusion", "diffusion.learning_rate: unknown key; allowed keys of diffusion: beta_end"),
     ],

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+# one xdist worker runs this module (its module-scoped fixtures are built once)
+pytestmark = pytest.mark.xdist_group("pipeline")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config" / name for name in ("config.yaml", "paper.yaml", "photos.yaml", "smoke.yaml")]
 
@@ -174,6 +177,7 @@ def test_end_to_end_outputs_exist(smoke_run):
                 "results/notebooks/efficiency.html", "results/tables/efficiency.csv", "results/tables/efficiency.md",
                 "results/tables/efficiency_vs_claims.csv", "results/tables/efficiency_vs_claims.md",
                 "results/figures/efficiency_vs_claims.png", "benchmarks/profile/efficiency.tsv",
+                "results/profile/bench.csv", "results/tables/bench.csv", "results/tables/bench.md",
                 "results/report.html", "benchmarks/report/report.tsv"]
     for model in cfg["models"]:
         run = f"results/train/digits/{model['name']}"
@@ -244,22 +248,29 @@ def _edit_evaluate(c):
 
 END = {"report": 1, "all": 1}
 NOTEBOOKS = {"results_notebook": 1, "efficiency_notebook": 1, "denoising_notebook": 1, "quality_notebook": 1,
-             "notebook_html": 4}
+             "stepaware_notebook": 1, "notebook_html": 5}
+# the step-aware study (smoke: model slim, mix cunet, sampler ddim10) and its notebook
+STUDY = {"stepaware": 1, "stepaware_notebook": 1}
+EVERYTHING = {"train": 3, "sample": 9, "denoise": 3, "train_classifier": 1, "evaluate": 9, "profile": 1, "bench": 1,
+              "stepaware": 1, **NOTEBOOKS, **END}
 RERUN_SCOPE = [
-    ("model option", _edit_model,
-     {"train": 1, "sample": 3, "denoise": 1, "evaluate": 3, "profile": 1, **NOTEBOOKS, **END}),
-    ("sampler", _edit_sampler,
-     {"sample": 2, "evaluate": 2, "results_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+    ("model option", _edit_model,  # the cU-Net: also on offer in the step-aware study
+     {"train": 1, "sample": 3, "denoise": 1, "evaluate": 3, "profile": 1, "bench": 1, "stepaware": 1, **NOTEBOOKS,
+      **END}),
+    ("sampler", _edit_sampler,  # ddim10: also the study's sampler
+     {"sample": 3, "evaluate": 3, "results_notebook": 1, "quality_notebook": 1, "notebook_html": 3, **STUDY, **END}),
     ("profile", _edit_profile,  # the quality notebook holds the one claims table
      {"profile": 1, "efficiency_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+    ("bench", lambda c: c.update(bench={"rounds": 3}),
+     {"bench": 1, "efficiency_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+    ("stepaware", lambda c: c["stepaware"].update(generations=3),
+     {**STUDY, "quality_notebook": 1, "notebook_html": 2, **END}),
     ("denoise", _edit_denoise,
-     {"denoise": 2, "denoising_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
-    ("evaluate", _edit_evaluate,
-     {"train_classifier": 1, "evaluate": 6, "quality_notebook": 1, "notebook_html": 1, **END}),
-    ("seed", lambda c: c.update(seed=1),
-     {"train": 2, "sample": 6, "denoise": 2, "train_classifier": 1, "evaluate": 6, "profile": 1, **NOTEBOOKS, **END}),
-    ("device", lambda c: c.update(device="auto"),  # no GPU here: auto is the CPU, but the text changed
-     {"train": 2, "sample": 6, "denoise": 2, "train_classifier": 1, "evaluate": 6, "profile": 1, **NOTEBOOKS, **END}),
+     {"denoise": 3, "denoising_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+    ("evaluate", _edit_evaluate,  # the classifier is the study's quality measure too
+     {"train_classifier": 1, "evaluate": 9, "quality_notebook": 1, "notebook_html": 2, **STUDY, **END}),
+    ("seed", lambda c: c.update(seed=1), EVERYTHING),
+    ("device", lambda c: c.update(device="auto"), EVERYTHING),  # no GPU here: auto is the CPU, but the text changed
 ]
 
 
@@ -292,6 +303,7 @@ def test_killed_run_resumes_from_checkpoint(tmp_path):
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
     cfg["models"] = cfg["models"][:1]
     cfg["samplers"] = cfg["samplers"][1:2]
+    cfg["stepaware"] = {"model": ""}
     cfg["train"].update(steps=400, checkpoint_every=5, log_every=5)
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -346,15 +358,17 @@ def test_config_edit_retrains_from_scratch_and_keeps_the_old_state(smoke_run, tm
                                              str(tmp_path / "edited.yaml")).stdout
 
 
-def test_no_samplers_runs_to_the_end(tmp_path):
+def test_no_samplers_trains_and_the_results_notebook_says_so(tmp_path):
     cfg = _smoke()
-    cfg.update(samplers=[], models=cfg["models"][:1], denoise={"sigmas": [0.3], "protocols": ["matched"], "num_images": 4})
+    cfg.update(samplers=[], models=cfg["models"][:1], denoise={"sigmas": [0.3], "protocols": ["matched"], "num_images": 4},
+               stepaware={"model": ""})
     cfg["train"]["steps"] = 5
     cfg["profile"]["ablations"] = False
-    proc = snakemake(tmp_path, "--cores", "2", "--configfile", str(_write(tmp_path, cfg)))
+    # the results notebook is the one that reads samples; the other notebooks never do
+    proc = snakemake(tmp_path, "results/notebooks/results.html", "--cores", "2",
+                     "--configfile", str(_write(tmp_path, cfg)))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for rel in ("results/tables/training.csv", "results/tables/efficiency.csv", "results/notebooks/results.html",
-                "results/report.html"):
+    for rel in ("results/tables/training.csv", "results/notebooks/results.html"):
         assert (tmp_path / rel).is_file(), rel
     assert not (tmp_path / "results/samples").exists()
     assert "No samplers are configured" in (tmp_path / "results/notebooks/results.ipynb").read_text()

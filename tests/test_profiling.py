@@ -158,8 +158,11 @@ def test_claims_file_lists_every_claim_with_a_source_and_a_way_to_test_it():
     assert len(ids) == len(set(ids))
     for claim in claims["claims"]:
         assert claim["source"] in claims["sources"], claim["id"]
-        ways = [key for key in ("measure", "tested_by", "denoise", "quality", "needs") if key in claim]
+        ways = [key for key in ("measure", "tested_by", "denoise", "quality", "stepaware", "needs") if key in claim]
         assert len(ways) == 1, claim["id"]
+        if "stepaware" in claim:
+            assert claim["stepaware"] in ("widths", "saving", "ddim", "random", "mix"), claim["id"]
+            assert (claim["stepaware"] == "widths") == ("claimed_ratios" in claim), claim["id"]
         if "measure" in claim:
             assert claim["measure"] in MEASURES and "claimed_ratio" in claim, claim["id"]
         if "denoise" in claim:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from missingu.bench import BenchConfig
 from missingu.classifier import ClassifierConfig
 from missingu.config import to_dict
 from missingu.data import SOURCES, DatasetSpec
@@ -21,13 +22,16 @@ from missingu.models import ARCHITECTURES, ModelSpec
 from missingu.models.ode_block import SOLVERS
 from missingu.profiling import ProfileConfig
 from missingu.samplers import SAMPLERS, SamplerSpec
+from missingu.speed import SpeedConfig
+from missingu.stepaware import StepAwareConfig
 from missingu.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 SECTIONS = {
     "diffusion": DiffusionConfig, "train": TrainConfig, "sample": SampleConfig, "profile": ProfileConfig,
-    "denoise": DenoiseConfig, "evaluate": EvaluateConfig,
+    "denoise": DenoiseConfig, "evaluate": EvaluateConfig, "speed": SpeedConfig, "bench": BenchConfig,
+    "stepaware": StepAwareConfig,
 }
 ITEMS = {"datasets": DatasetSpec, "models": ModelSpec, "samplers": SamplerSpec}
 

@@ -72,3 +72,77 @@ def test_denoising_verdict_of_a_metric_not_computed_is_its_note():
     table = denoising_claims(_denoised(0.02, 0.08, lpips=False), _denoise_claims()).set_index("claim_id")
     assert table.loc["denoising_lpips", "verdict"] == "not computed: stage x in y"
     assert table.loc["denoising_ssim", "verdict"] == "reproduced"
+
+
+def _bench_rows() -> pd.DataFrame:
+    """Sampling and call rows of a U-Net and a cU-Net under two variants; the cU-Net is slower
+    eager (1.5x) and faster with the fast path (0.6x of the U-Net's best)."""
+    rows = []
+    for variant, unet_s, cunet_s in (("eager", 0.020, 0.030), ("cuda_graphs", 0.010, 0.006)):
+        for model, seconds in (("unet", unet_s), ("cunet", cunet_s)):
+            common = {"device_name": "GPU X", "model": model, "arch": model, "preset": "paper", "variant": variant,
+                      "shape": "3x64x64", "status": "ok", "batch": 64}
+            rows.append({**common, "part": "sample", "sampler": "ddim50", "s_per_image": seconds})
+            rows.append({**common, "part": "call", "ms_per_call": seconds * 1000})
+    rows.append({"device_name": "GPU X", "model": "cunet", "arch": "cunet", "preset": "paper", "variant": "autocast",
+                 "shape": "3x64x64", "part": "-", "status": "not run: autocast needs a CUDA device; this is cpu"})
+    return pd.DataFrame(rows)
+
+
+def test_bench_table_compares_each_time_with_the_unets_and_keeps_notes():
+    from missingu.report import bench_table
+
+    table = bench_table(_bench_rows())
+    cunet = table[(table["model"] == "cunet") & (table["part"] == "sample")].set_index("variant")
+    assert cunet.loc["eager", "vs_unet"] == 1.5
+    assert abs(cunet.loc["cuda_graphs", "vs_unet"] - 0.6) < 1e-12
+    assert abs(cunet.loc["eager", "ms"] - 30.0) < 1e-9  # seconds per image shown in ms
+    assert table["status"].str.startswith("not run").sum() == 1
+
+
+def test_speed_claims_pair_eager_and_each_models_fastest():
+    from missingu.report import speed_claims
+
+    claims = {"tolerance": 0.05, "noise_band": [0.95, 1.05],
+              "claims": [{"id": "faster_30", "source": "s", "claim": "30% faster", "claimed_ratio": 0.7,
+                          "measure": "time"},
+                         {"id": "flops_30", "source": "s", "claim": "30% FLOPs", "claimed_ratio": 0.3,
+                          "measure": "flops"}]}
+    table = speed_claims(_bench_rows(), claims).set_index("metric")
+    assert list(table["claim_id"].unique()) == ["faster_30"]  # only the time claims
+    eager = table.loc["ddim50 time per image, batch 64 (both eager, float32)"]
+    assert eager["measured_ratio"] == 1.5 and eager["verdict"] == "not reproduced"
+    fastest = table.loc["ddim50 time per image, batch 64 (each at its fastest: cunet cuda_graphs, unet cuda_graphs)"]
+    assert fastest["measured_ratio"] == 0.6 and fastest["verdict"] == "reproduced"
+    assert fastest["device"] == "GPU X"
+
+
+def _study(searched_quality: float, random_quality: float) -> pd.DataFrame:
+    rows = [("uniform w1", "baseline", 10.0, 0.0, 0.0, 0.0), ("uniform w0.5", "baseline", 14.0, 0.74, 0.0, 0.0),
+            ("cunet alone", "baseline", 15.0, -3.0, 1.0, 0.0), ("searched", "search", searched_quality, 0.3, 0.2, 0.0),
+            ("random 0", "random", random_quality, 0.3, 0.2, 0.0)]
+    return pd.DataFrame([{"dataset": "digits", "strategy": s, "kind": k, "quality": q, "saving": v,
+                          "share_cunet": c, "share_w1": 1 - c, "quality_floor": 0.5} for s, k, q, v, c, _ in rows])
+
+
+def test_stepaware_claims_follow_the_study():
+    from missingu.report import stepaware_claims
+
+    claims = {"tolerance": 0.05, "claims": [
+        {"id": "saving", "source": "s", "claim": "c", "stepaware": "saving"},
+        {"id": "random", "source": "s", "claim": "c", "stepaware": "random"},
+        {"id": "mix", "source": "s", "claim": "c", "stepaware": "mix"},
+        {"id": "ddim", "source": "s", "claim": "c", "stepaware": "ddim"},
+        {"id": "widths", "source": "s", "claim": "c", "stepaware": "widths", "widths": [0.5], "claimed_ratios": [0.25]},
+    ]}
+    record = {"digits": {"sampler": {"kind": "ddpm"}, "device": "cpu",
+                         "networks": {"w1": {"gflops_per_call": 2.0}, "w0.5": {"gflops_per_call": 0.5}}}}
+    good = stepaware_claims(_study(10.3, 12.0), record, claims).set_index("claim_id")["verdict"]
+    assert good["saving"].startswith("reproduced") and good["random"].startswith("reproduced")
+    assert good["mix"].startswith("reproduced")  # the searched strategy gives the cU-Net a fifth of the steps
+    assert good["ddim"].startswith("not measured yet")  # the study sampled with DDPM
+    assert good["widths"] == "reproduced (indicative: not DDSM's CIFAR-10 network, whose fixed costs differ)"
+    # negative controls: worse than the full width beyond the floor, and no better than random
+    bad = stepaware_claims(_study(11.0, 10.9), record, claims).set_index("claim_id")["verdict"]
+    assert bad["saving"].startswith("partly") and bad["random"].startswith("not reproduced")
+    assert stepaware_claims(pd.DataFrame(), record, claims)["verdict"].str.startswith("not measured yet").all()

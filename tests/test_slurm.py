@@ -17,6 +17,9 @@ import yaml
 from slurm_cluster import local_cluster, unavailable
 from test_pipeline import ROOT, snakemake, snakemake_command
 
+# one xdist worker runs this module (its module-scoped fixtures are built once)
+pytestmark = pytest.mark.xdist_group("slurm")
+
 needs_cluster = pytest.mark.skipif(unavailable() is not None, reason=f"no local SLURM cluster: {unavailable()}")
 
 SMOKE = ROOT / "config/smoke.yaml"
@@ -43,14 +46,16 @@ def test_smoke_run_through_slurm_equals_a_local_run_even_after_a_time_limit(clus
     scontrol as an operator would) and Snakemake's retry resumes it from its checkpoint."""
     cfg = yaml.safe_load(SMOKE.read_text())
     cfg["models"], cfg["samplers"] = cfg["models"][:1], cfg["samplers"][1:2]  # unet, ddim10
+    cfg["stepaware"] = {"model": ""}
     cfg["train"].update(steps=2000, checkpoint_every=5, log_every=25)  # about a minute of training here
     cfg["profile"].update(ablations=False, samplers=cfg["samplers"])
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     trained, sampled = "results/train/digits/unet/ema.pt", "results/samples/digits/unet/ddim10.pt"
 
-    local = snakemake(tmp_path / "local", sampled, "--cores", "2", "--configfile", str(path))
-    assert local.returncode == 0, local.stderr[-3000:]
+    # the local reference run goes on beside the cluster's (one core each), to keep the test short
+    local = subprocess.Popen(snakemake_command(tmp_path / "local", sampled, "--cores", "1", "--configfile", str(path)),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
     work = tmp_path / "slurm"
     # every rule that is not a local one (the notebooks, their HTML and the report are)
     targets = [sampled, "results/denoise/digits/unet.csv", "results/quality/digits/unet/ddim10.json",
@@ -68,6 +73,8 @@ def test_smoke_run_through_slurm_equals_a_local_run_even_after_a_time_limit(clus
     subprocess.run(["scontrol", "update", f"JobId={training[0]}", "TimeLimit=0"], check=True)
     out, _ = run.communicate(timeout=900)
     assert run.returncode == 0, out[-5000:]
+    local_out, _ = local.communicate(timeout=900)
+    assert local.returncode == 0, local_out[-3000:]
 
     state = subprocess.run(["scontrol", "show", "job", training[0]], capture_output=True, text=True).stdout
     assert "JobState=TIMEOUT" in state and "Reason=TimeLimit" in state, state

@@ -3,6 +3,7 @@
     missingu prepare-data --config C --dataset D --split train --out data.pt
     missingu train        --config C --dataset D --model M --out-dir DIR [--data data.pt]
     missingu sample       --config C --checkpoint DIR/ema.pt --sampler S --out samples.pt [--grid g.png]
+                          [--strategy s.yaml --mix cunet=ema.pt]
     missingu info         --config C [--dataset D] [--model M]
     missingu denoise      --config C --checkpoint DIR/ema.pt --data test.pt --out denoising.csv
                           [--torch-home resources/torch_home]
@@ -12,6 +13,10 @@
                           --out quality.json [--torch-home resources/torch_home]
     missingu profile      --config C --out efficiency.csv [--checkpoint D/M=ema.pt ...] [--models M,..]
                           [--shapes 3x64x64,..] [--merge]
+    missingu stepaware    --config C --checkpoint ddsm=ema.pt [--checkpoint cunet=ema.pt] --classifier classifier.pt
+                          --data train.pt --test test.pt --out stepaware.csv
+    missingu bench        --config C --out bench.csv [--models M,..] [--variants eager,autocast+compile,..]
+                          [--parts train,call,sample] [--peak-tflops 989]
 
 ``--config-json '{...}'`` gives the config inline instead of a file (the pipeline passes each
 step only the config entries it depends on, so Snakemake reruns exactly what changed).
@@ -35,6 +40,7 @@ from pathlib import Path
 import torch
 
 from . import __version__, distributed
+from .bench import BenchConfig, run_bench
 from .classifier import accuracy, load_classifier, save_classifier, train_classifier
 from .config import ConfigError, apply_overrides, build, to_dict
 from .data import DatasetUnavailable, ImageSet, load_imageset, save_imageset, to_uint8
@@ -44,6 +50,7 @@ from .evaluate import evaluate_samples
 from .experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
 from .io import InputFileError, load_torch, save_grid, save_json, save_torch
 from .models import model_from_meta, model_from_spec
+from .models.ddpm import is_slimmable
 from .profile_run import (
     check_checkpoints,
     journal_path,
@@ -56,6 +63,8 @@ from .profile_run import (
 )
 from .profiling import count_parameters, environment, measure_call
 from .samplers import SamplerSpec, sample, sampler_steps
+from .speed import FastDenoiser, SpeedConfig
+from .stepaware import StepAwareDenoiser, Strategy, label, run_study, validate, visited_steps
 from .train import TrainingDiverged, load_snapshot, train
 from .weights import DEFAULT_TORCH_HOME, WEIGHTS, WeightsUnavailable, fetch_weights, missing_weights, stage_hint
 
@@ -145,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               "parameters": count_parameters(model), "device": str(device)}
     train(model, Diffusion(cfg.diffusion), data.images, cfg.train, out, seed=cfg.seed, device=device,
           meta=meta, record=record, hflip=meta["hflip"], progress=not args.no_progress,
-          on_config_change="restart" if args.restart_on_change else "refuse")
+          on_config_change="restart" if args.restart_on_change else "refuse", speed=cfg.speed)
     return 0
 
 
@@ -155,7 +164,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     blob = load_snapshot(args.checkpoint)
     device = resolve_device(args.device or cfg.device)
     model = model_from_meta(blob["meta"], blob["state_dict"]).to(device)
+    denoiser = model if cfg.speed == SpeedConfig() else FastDenoiser(model, cfg.speed, device)
     diffusion = Diffusion(build(DiffusionConfig, blob["meta"]["diffusion"], "diffusion"))
+    if args.strategy is not None:
+        denoiser = _stepaware_denoiser(args, model, blob["meta"], spec, diffusion.timesteps, device)
     n = args.num_samples or cfg.sample.num_samples
     batch = args.batch_size or cfg.sample.batch_size
     seed = cfg.seed if args.seed is None else args.seed
@@ -164,7 +176,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     nfe: int | None = None
     for first in range(0, n, batch):
         seeds = [seed * 1_000_003 + k for k in range(first, min(n, first + batch))]
-        out = sample(model, diffusion, spec, shape, seeds, device=device, progress=not args.no_progress)
+        out = sample(denoiser, diffusion, spec, shape, seeds, device=device, progress=not args.no_progress)
         chunks.append(out.images.cpu())
         calls += out.network_calls
         nfe = None if out.ode_evaluations is None else (nfe or 0) + out.ode_evaluations
@@ -178,11 +190,32 @@ def cmd_sample(args: argparse.Namespace) -> None:
     save_json({
         "sampler": to_dict(spec), "num_samples": n, "batch_size": batch, "seed": seed,
         "checkpoint": str(args.checkpoint), "model": blob["meta"], "device": str(device),
+        "strategy": None if args.strategy is None else str(args.strategy),
         "network_calls_per_batch": calls // batches,
         "ode_evaluations_per_batch": None if nfe is None else nfe // batches,
         "seconds": seconds, "version": __version__,
     }, Path(args.out).with_suffix(".json"))
     log.info("wrote %s (%d images, %.1f s)", args.out, n, seconds)
+
+
+def _stepaware_denoiser(args: argparse.Namespace, model: torch.nn.Module, meta: dict, spec: SamplerSpec,
+                        timesteps: int, device: torch.device) -> StepAwareDenoiser:
+    """The denoiser of ``--strategy``: widths of the checkpoint's (slimmable) model and the ``--mix``
+    models, checked against the strategy before any sampling."""
+    strategy = Strategy.load(args.strategy)
+    visited_steps(spec.kind, timesteps, spec.steps)  # DDPM or DDIM only
+    networks: dict = {}
+    if is_slimmable(model):
+        networks.update({float(w): model for w in model.config.widths})
+    for name, path in _pairs(args.mix or [], "--mix", "NAME=ema.pt"):
+        other = load_snapshot(path)
+        networks[name] = model_from_meta(other["meta"], other["state_dict"]).to(device)
+    probe = torch.zeros(1, *meta["image_shape"], device=device)
+    with torch.no_grad():
+        shapes = {c: tuple(net(probe, torch.zeros(1, dtype=torch.long, device=device)).shape[1:])
+                  for c, net in networks.items()}
+    validate(strategy, timesteps, list(networks), shapes)
+    return StepAwareDenoiser(strategy, networks, model if is_slimmable(model) else None)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -234,6 +267,110 @@ def cmd_profile(args: argparse.Namespace) -> None:
     journal.unlink()
     log.info("wrote %s (%d rows of this run, %d kept from before, %s)", args.out, len(rows),
              len(merged) - len(rows), rows[0]["device_name"] if rows else "no rows")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    cfg = _experiment(args)
+    device = resolve_device(args.device or cfg.device)
+    changes = {k: tuple(_names(v)) for k, v in (("variants", args.variants), ("parts", args.parts)) if v}
+    if args.peak_tflops is not None:
+        changes["peak_tflops"] = args.peak_tflops
+    bench = build(BenchConfig, {**to_dict(cfg.bench), **changes}, "bench")
+    log.info("benchmarking on %s: variants %s, parts %s", device, ", ".join(bench.variants), ", ".join(bench.parts))
+    rows = run_bench(cfg, bench, device, models=_names(args.models), on_row=lambda so_far: write_rows(so_far, args.out))
+    write_rows(rows, args.out)
+    failed = [r for r in rows if str(r["status"]).startswith("failed")]
+    for r in failed:  # kept as rows (the table shows them), not a failed job
+        log.error("bench %s %s %s: %s", r["model"], r["variant"], r["part"], r["status"])
+    log.info("wrote %s (%d rows, %d failed, %s)", args.out, len(rows), len(failed), rows[0]["device_name"])
+    return 0
+
+
+def cmd_stepaware(args: argparse.Namespace) -> None:
+    cfg = _experiment(args)
+    sa = cfg.stepaware
+    if not sa.model:
+        raise ConfigError("stepaware.model: empty; name the slimmable model entry to study")
+    device = resolve_device(args.device or cfg.device)
+    checkpoints = dict(_pairs(args.checkpoint or [], "--checkpoint", "MODEL=PATH"))
+    wanted = [sa.model, *sa.mix]
+    missing = [m for m in wanted if m not in checkpoints]
+    if missing:
+        raise ConfigError(f"--checkpoint: give {', '.join(f'{m}=ema.pt' for m in missing)} (stepaware.model and "
+                          f"stepaware.mix need trained weights)")
+    models = {}
+    for name in wanted:
+        blob = load_snapshot(checkpoints[name])
+        if blob["meta"].get("model_name") != name:
+            raise InputFileError(f"--checkpoint {name}={checkpoints[name]}: it holds model "
+                                 f"{blob['meta'].get('model_name')!r}, not {name!r}")
+        models[name] = (model_from_meta(blob["meta"], blob["state_dict"]).to(device), blob["meta"])
+    slim, meta = models.pop(sa.model)
+    diffusion = Diffusion(build(DiffusionConfig, meta["diffusion"], "diffusion")).to(device)
+    shape = tuple(meta["image_shape"])
+    spec = cfg.sampler(sa.sampler)
+    train, test = load_imageset(args.data), load_imageset(args.test)
+    record: dict = {"settings": to_dict(sa), "sampler": to_dict(spec), "device": str(device), "version": __version__}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if sa.quality == "classifier":
+        if args.classifier is None:
+            raise ConfigError("--classifier: stepaware.quality is classifier; give the classifier.pt of "
+                              "`missingu train-classifier`")
+        from .classifier import extract_features
+        from .evaluate import classifier_reference
+        from .metrics.frechet import frechet_distance_features
+
+        classifier, crecord = load_classifier(args.classifier, device)
+        reference, pool, name = classifier_reference(train, test, crecord)
+        ref_features = extract_features(classifier, reference.to(device))
+
+        def score(images: torch.Tensor) -> float:
+            return frechet_distance_features(ref_features, extract_features(classifier, images.to(device)))
+
+        real = pool[torch.randperm(len(pool), generator=gen)[: sa.samples]]
+        record.update(quality="classifier Frechet distance", reference=name, quality_floor=score(real))
+    else:
+        from .metrics.fid import fidelity_metrics
+
+        chosen = train.images[torch.randperm(len(train), generator=gen)[: cfg.evaluate.reference_images]]
+
+        def score(images: torch.Tensor) -> float:
+            return float(fidelity_metrics(images, chosen, args.torch_home, device=device)["fid"])
+
+        record.update(quality="FID", reference="train split", quality_floor=None)
+    log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search", sa.model, device, spec.name,
+             sa.samples, sa.objective)
+    stem = args.out.with_suffix("")
+    start = time.perf_counter()
+
+    def write(rows: list[dict]) -> None:
+        write_rows([{k: v for k, v in r.items() if k != "steps"} | {"quality_floor": record["quality_floor"]}
+                    for r in rows], args.out)
+
+    rows, history, networks = run_study(slim, {n: m for n, (m, _) in models.items()}, diffusion, spec, shape, score,
+                                        sa, device=device, on_row=write, log=log.info)
+    write(rows)
+    write_rows(history, stem.with_name(stem.name + ".history.csv"))
+    chosen_rows = [r for r in rows if r["kind"] != "candidate"]
+    save_json({r["strategy"]: Strategy(r["steps"]).to_data() for r in chosen_rows},
+              stem.with_name(stem.name + ".strategies.json"))
+    searched = next(r for r in rows if r["kind"] == "search")
+    Strategy(searched["steps"]).save(stem.with_name(stem.name + ".strategy.yaml"))
+    record.update(networks={label(c): {"gflops_per_call": n.flops / 1e9} for c, n in networks.items()},
+                  seconds=time.perf_counter() - start, model=meta, evaluations=len(rows))
+    save_json(record, stem.with_name(stem.name + ".json"))
+    log.info("wrote %s: searched strategy %.4g GFLOPs per call (%.0f%% saved), quality %.4g", args.out,
+             searched["mean_gflops"], 100 * searched["saving"], searched["quality"])
+
+
+def _pairs(items: Sequence[str], option: str, form: str) -> list[tuple[str, Path]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"{option} {item!r}: write {form}")
+        out.append((key, Path(value)))
+    return out
 
 
 def cmd_denoise(args: argparse.Namespace) -> None:
@@ -425,6 +562,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="samples (.pt); a .json summary goes beside")
     p.add_argument("--grid", type=Path, help="also write a PNG grid")
     p.add_argument("--grid-size", type=int, default=64, help="images in the grid")
+    p.add_argument("--strategy", type=Path,
+                   help="step-aware strategy (YAML/JSON: a width of the checkpoint's slimmable model or a --mix model "
+                        "name per diffusion step); DDPM and DDIM samplers")
+    p.add_argument("--mix", action="append", metavar="NAME=PATH", help="another model a --strategy names (repeatable)")
     p.add_argument("--num-samples", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
@@ -444,6 +585,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override the config's device")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_profile)
+
+    p = sub.add_parser("bench", help="training images/s, FLOPs utilisation, memory, sampling latency (CSV)")
+    _common(p)
+    p.add_argument("--out", required=True, type=Path, help="CSV, one row per model, variant, part and batch")
+    p.add_argument("--models", metavar="NAME,...", help="only these model entries (the reference follows the U-Net)")
+    p.add_argument("--variants", metavar="V,...",
+                   help="instead of bench.variants: eager, or speed switches joined by '+' (autocast+compile)")
+    p.add_argument("--parts", metavar="P,...", help="instead of bench.parts: train, call, sample")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for MFU")
+    p.add_argument("--device", help="override the config's device")
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("stepaware", help="step-aware sampling: baselines and an evolutionary search (DDSM)")
+    _common(p)
+    p.add_argument("--checkpoint", action="append", metavar="MODEL=PATH",
+                   help="ema.pt of stepaware.model and of each stepaware.mix model (repeatable)")
+    p.add_argument("--classifier", type=Path, help="classifier.pt (train-classifier), for quality: classifier")
+    p.add_argument("--data", required=True, type=Path, help="prepared train split")
+    p.add_argument("--test", required=True, type=Path, help="prepared test split")
+    p.add_argument("--out", required=True, type=Path,
+                   help="CSV, one row per evaluated strategy; .history.csv, .strategies.json, .strategy.yaml "
+                        "(the searched one) and .json go beside")
+    p.add_argument("--torch-home", type=Path, default=DEFAULT_TORCH_HOME, help="staged Inception weights (for fid)")
+    p.add_argument("--device", help="override the config's device")
+    p.set_defaults(fn=cmd_stepaware)
 
     p = sub.add_parser("denoise", help="a trained model as a Gaussian denoiser: PSNR, SSIM, LPIPS per noise level")
     _common(p)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from .bench import BenchConfig
 from .config import ConfigError, apply_overrides, build, load_yaml, positive
 from .data import DatasetSpec
 from .denoising import DenoiseConfig
@@ -21,6 +22,8 @@ from .evaluate import EvaluateConfig
 from .models import ModelSpec, check_image_size
 from .profiling import ProfileConfig
 from .samplers import SamplerSpec
+from .speed import SpeedConfig
+from .stepaware import StepAwareConfig
 from .train import TrainConfig
 
 E = TypeVar("E", DatasetSpec, ModelSpec, SamplerSpec)
@@ -53,6 +56,9 @@ class ExperimentConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    stepaware: StepAwareConfig = field(default_factory=StepAwareConfig)
 
     def __post_init__(self) -> None:
         for key, entries in (("datasets", self.datasets), ("models", self.models), ("samplers", self.samplers),
@@ -75,6 +81,7 @@ class ExperimentConfig:
             )
         if not self.datasets:
             raise ConfigError("datasets: needs at least one entry")
+        self._check_stepaware()
         resolve_device(self.device, check_available=False)
         for data in self.datasets:
             for model in self.models:
@@ -82,6 +89,27 @@ class ExperimentConfig:
                     check_image_size(model.resolve(), data.size)
                 except ConfigError as err:
                     raise ConfigError(f"datasets.{data.name}.{err} (model {model.name!r})") from None
+
+    def _check_stepaware(self) -> None:
+        """``stepaware.model`` names a slimmable model, ``mix`` other models, ``sampler`` a DDPM/DDIM sampler."""
+        sa = self.stepaware
+        if not sa.model:
+            return
+        names = [m.name for m in self.models]
+        spec = next((m for m in self.models if m.name == sa.model), None)
+        if spec is None or spec.arch != "ddpm" or len(spec.resolve().widths) < 2:
+            slim = [m.name for m in self.models if m.arch == "ddpm" and len(m.resolve().widths) > 1]
+            raise ConfigError(f"stepaware.model: {sa.model!r} is not a slimmable model entry (arch ddpm with several "
+                              f"widths); allowed: {', '.join(slim) or '(none: add one to models)'}")
+        for name in sa.mix:
+            if name not in names or name == sa.model:
+                raise ConfigError(f"stepaware.mix: {name!r} is not another model entry; allowed: "
+                                  f"{', '.join(n for n in names if n != sa.model)}")
+        sampler = next((s for s in self.samplers if s.name == sa.sampler), None)
+        if sampler is None or sampler.kind not in ("ddpm", "ddim"):
+            allowed = [s.name for s in self.samplers if s.kind in ("ddpm", "ddim")]
+            raise ConfigError(f"stepaware.sampler: {sa.sampler!r} is not a DDPM or DDIM sampler entry; allowed: "
+                              f"{', '.join(allowed) or '(none)'}")
 
     def dataset(self, name: str | None = None) -> DatasetSpec:
         return _pick(self.datasets, name, "datasets")

@@ -236,6 +236,8 @@ def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFra
                 status = "measured by the denoising task: results/tables/denoising_vs_claims.md"
             elif "quality" in claim:
                 status = "measured by the sample-quality evaluation: results/tables/quality_vs_claims.md"
+            elif "stepaware" in claim:
+                status = "measured by the step-aware study: results/tables/stepaware_vs_claims.md"
             else:
                 status = f"not measured yet (needs: {claim['needs']})"
             rows.append({**common, "verdict": status})
@@ -261,6 +263,81 @@ def claims_table(profile: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFra
                 })
         if not found:
             rows.append({**common, "verdict": "not measured yet (needs: a U-Net and a cU-Net profiled at one shape)"})
+    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
+
+
+_BENCH_TIME = {"train": ("ms_per_step", 1.0), "call": ("ms_per_call", 1.0), "sample": ("s_per_image", 1000.0)}
+
+
+def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
+    """``missingu bench`` rows in readable units, one per (part, batch, variant, model): milliseconds
+    (per training step, per call, per sampled image), images/s, model FLOPs utilisation, peak MiB,
+    and each time against the U-Net's of the same part, batch, variant and ``source`` (the CSV a
+    row came from, when several are read: ratios are only taken within one run). Rows that were
+    not run or failed keep their status."""
+    rows = []
+    if "source" not in bench:
+        bench = bench.assign(source="")
+    measured = bench[bench["part"].isin(list(_BENCH_TIME))]
+
+    def key(r: pd.Series) -> tuple:
+        return r["source"], r["part"], r["batch"], r["variant"]
+
+    unet = {key(r): r for _, r in measured[measured["arch"] == "unet"].iterrows()}
+    for _, r in measured.iterrows():
+        column, scale = _BENCH_TIME[r["part"]]
+        ms = float(r[column]) * scale if column in r and pd.notna(r.get(column)) else None
+        base = unet.get(key(r))
+        base_ms = None
+        if base is not None and pd.notna(base.get(column)):
+            base_ms = float(base[column]) * scale
+        rows.append({
+            "part": r["part"], "batch": r["batch"], "variant": r["variant"], "model": r["model"],
+            "ms": ms, "images_per_s": r.get("images_per_s"), "vs_unet": ms / base_ms if ms and base_ms else None,
+            "mfu": r.get("mfu"), "peak_mib": r.get("train_peak_mib"), "kernel_ops": r.get("kernel_ops_per_call"),
+            "status": r["status"], "device": r["device_name"], "source": r["source"],
+        })
+    notes = bench[~bench["part"].isin(list(_BENCH_TIME))]
+    for _, r in notes.iterrows():
+        rows.append({"part": r["part"], "variant": r["variant"], "model": r["model"], "status": r["status"],
+                     "device": r["device_name"]})
+    return pd.DataFrame(rows)
+
+
+def speed_claims(bench: pd.DataFrame, claims: Mapping[str, Any]) -> pd.DataFrame:
+    """The inference-time claims (``measure: time``) against ``missingu bench``'s whole-sampler time
+    per image, cU-Net over U-Net, at each sampling batch size: once with both models eager
+    (float32) and once with each at its fastest measured variant (fast paths on)."""
+    sample = bench[(bench["part"] == "sample") & (bench["status"] == "ok")]
+    rows = []
+    for claim in claims["claims"]:
+        if claim.get("measure") != "time":
+            continue
+        claimed = claim.get("claimed_ratio")
+        for batch, group in sample.groupby("batch", sort=True):
+            u, c = group[group["arch"] == "unet"], group[group["arch"] == "cunet"]
+            for _, cg in c.groupby("model", sort=False):
+                for how in ("eager", "fastest"):
+                    if how == "eager":
+                        uu, cc = u[u["variant"] == "eager"], cg[cg["variant"] == "eager"]
+                    else:
+                        uu, cc = u.nsmallest(1, "s_per_image"), cg.nsmallest(1, "s_per_image")
+                    if uu.empty or cc.empty:
+                        continue
+                    ur, cr = uu.iloc[0], cc.iloc[0]
+                    ratio = float(cr["s_per_image"]) / float(ur["s_per_image"])
+                    setting = "both eager, float32" if how == "eager" else (
+                        f"each at its fastest: {cr['model']} {cr['variant']}, {ur['model']} {ur['variant']}")
+                    rows.append({
+                        "claim_id": claim["id"], "source": claim["source"], "claim": claim["claim"],
+                        "shape": cr["shape"],
+                        "pair": f"{cr['model']} ({cr['preset']}) / {ur['model']} ({ur['preset']})",
+                        "metric": f"{cr['sampler']} time per image, batch {int(batch)} ({setting})",
+                        "claimed_ratio": claimed, "measured_ratio": round(ratio, 4),
+                        "verdict": verdict(ratio, claimed, claims["tolerance"], claims["noise_band"], True),
+                        "detail": _detail("time", ratio, claimed), "weights": "initial",
+                        "device": cr["device_name"],
+                    })
     return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
 
 
@@ -616,3 +693,149 @@ def merge_claims(efficiency: pd.DataFrame, *others: pd.DataFrame) -> pd.DataFram
         own = replaced[replaced["claim_id"] == claim_id]
         parts.append(own if len(own) else efficiency[efficiency["claim_id"] == claim_id])
     return pd.concat(parts, ignore_index=True)
+
+
+def stepaware_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The step-aware study's strategies (not the search's other candidates), per dataset: quality
+    and its real-vs-real floor, mean and total GFLOPs, the saving against the full width, seconds
+    per image, and each network's share of the visited steps."""
+    kept = rows[rows["kind"] != "candidate"].copy()
+    shares = [c for c in kept.columns if c.startswith("share_")]
+    columns = ["dataset", "strategy", "kind", "quality", "quality_floor", "mean_gflops", "total_gflops", "saving",
+               "seconds_per_image", "network_calls", *shares]
+    return kept[[c for c in columns if c in kept.columns]].reset_index(drop=True)
+
+
+def plot_strategy_heatmap(strategies: Mapping[str, Mapping[str, Any]], gflops: Mapping[str, float], path: str | Path,
+                          title: str = "") -> None:
+    """Each strategy's network over the diffusion steps (colour: that network's GFLOPs per call)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .stepaware import label, parse_choice
+
+    names = list(strategies)
+    grid = np.array([[gflops[label(parse_choice(c))] for c in strategies[n]["steps"]] for n in names])
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(names) + 1.4))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("diffusion step t (0: least noisy)")
+    ax.set_title(title or "network per step")
+    fig.colorbar(image, ax=ax, label="GFLOPs per call")
+    save_figure(fig, path)
+
+
+def plot_stepaware_pareto(rows: pd.DataFrame, path: str | Path, title: str = "") -> None:
+    """Quality against mean GFLOPs per call: the search's candidates (grey), the baselines, the
+    random strategies and the searched ones marked; the real-vs-real floor dashed."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"candidate": dict(c="0.75", marker=".", s=25), "baseline": dict(c="tab:blue", marker="s", s=45),
+              "random": dict(c="tab:orange", marker="x", s=45), "search": dict(c="tab:red", marker="*", s=140)}
+    for kind, style in styles.items():
+        part = rows[rows["kind"] == kind]
+        if len(part):
+            ax.scatter(part["mean_gflops"], part["quality"], label=kind, **style)
+    for _, r in rows[rows["kind"].isin(["baseline", "search"])].iterrows():
+        ax.annotate(r["strategy"], (r["mean_gflops"], r["quality"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    floor = pd.to_numeric(rows.get("quality_floor"), errors="coerce").dropna()
+    if len(floor):
+        ax.axhline(float(floor.iloc[0]), ls="--", c="0.4", lw=1, label="real vs real")
+    ax.set_xlabel("mean GFLOPs per network call")
+    ax.set_ylabel("quality (lower is better)")
+    ax.set_title(title or "step-aware strategies")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def _stepaware_verdict(claim: Mapping[str, Any], rows: pd.DataFrame, record: Mapping[str, Any]
+                       ) -> tuple[str, str, Any]:
+    """(verdict, detail, measured) of one DDSM claim on one dataset's study."""
+    def one(name: str) -> pd.Series | None:
+        part = rows[rows["strategy"] == name]
+        return part.iloc[0] if len(part) else None
+
+    full, searched = one("uniform w1"), next((r for _, r in rows[rows["kind"] == "search"].iterrows()), None)
+    if full is None or searched is None:
+        return "not measured yet (needs: the full width and a searched strategy)", "", None
+    floor = float(full.get("quality_floor", 0) or 0)
+    worse = float(searched["quality"]) - float(full["quality"])
+    kind = claim["stepaware"]
+    if kind in ("saving", "ddim"):
+        if kind == "ddim" and record.get("sampler", {}).get("kind") != "ddim":
+            return "not measured yet (needs: a DDIM sampler in stepaware.sampler)", "", None
+        saving = float(searched["saving"])
+        detail = (f"searched: {saving:.0%} of the FLOPs saved, quality {float(searched['quality']):.4g} against the "
+                  f"full width's {float(full['quality']):.4g} (real-vs-real floor {floor:.4g})")
+        if saving <= 0:
+            return "not reproduced", detail, saving
+        return ("reproduced" if worse <= floor else "partly"), detail, saving
+    if kind == "random":
+        randoms = rows[rows["kind"] == "random"]
+        if randoms.empty:
+            return "not measured yet (needs: random baselines)", "", None
+        best_random = float(randoms["quality"].min())
+        detail = (f"searched {float(searched['quality']):.4g} against random strategies at the same FLOPs: "
+                  f"best {best_random:.4g}, mean {float(randoms['quality'].mean()):.4g}")
+        return ("reproduced" if float(searched["quality"]) < best_random else "not reproduced"), detail, \
+            float(searched["quality"]) - best_random
+    if kind == "mix":
+        mixed = [r for _, r in rows[rows["kind"] != "candidate"].iterrows()
+                 if any(c.startswith("share_") and not c.startswith("share_w") and 0 < float(r[c]) < 1
+                        for c in rows.columns)]
+        if not mixed:
+            return "not measured yet (needs: a model in stepaware.mix used at some steps)", "", None
+        best = min(mixed, key=lambda r: float(r["quality"]))
+        return "reproduced", (f"{best['strategy']} mixes networks per step: quality {float(best['quality']):.4g}, "
+                              f"{float(best['saving']):.0%} of the full width's FLOPs saved"), float(best["saving"])
+    return f"unknown stepaware check {kind!r}", "", None
+
+
+def stepaware_claims(rows: pd.DataFrame, records: Mapping[str, Mapping[str, Any]], claims: Mapping[str, Any]
+                     ) -> pd.DataFrame:
+    """The DDSM claims (``stepaware:`` in the claims file) against each dataset's study. ``widths``
+    compares the measured GFLOPs ratio of each width to the full one with the claimed ratios;
+    ``saving``/``ddim``: the searched strategy saves FLOPs with quality within the real-vs-real
+    floor of the full width's; ``random``: it beats the random strategies at its FLOPs; ``mix``: a
+    strategy mixes another model in. Our datasets, networks and quality measure differ from the
+    paper's: such rows are indicative."""
+    out = []
+    tolerance = claims["tolerance"]
+    for claim in claims["claims"]:
+        if "stepaware" not in claim:
+            continue
+        common = {"claim_id": claim["id"], "source": claim["source"], "claim": claim["claim"]}
+        if rows.empty:
+            out.append({**common, "verdict": "not measured yet (needs: stepaware.model, a slimmable model)"})
+            continue
+        for dataset, part in rows.groupby("dataset", sort=False):
+            record = records.get(dataset, {})
+            if claim["stepaware"] == "widths":
+                from .config import to_dict
+                from .models.ddpm import DDPMUNetConfig
+
+                ddsm = record.get("model", {}).get("model") == to_dict(DDPMUNetConfig())
+                note = "" if ddsm else " (indicative: not DDSM's CIFAR-10 network, whose fixed costs differ)"
+                networks = record.get("networks", {})
+                full = networks.get("w1", {}).get("gflops_per_call")
+                for width, claimed in zip(claim.get("widths", []), claim.get("claimed_ratios", [])):
+                    got = networks.get(f"w{width:g}", {}).get("gflops_per_call")
+                    if full is None or got is None:
+                        continue
+                    ratio = got / full
+                    ok = abs(ratio - claimed) <= tolerance * max(claimed, 0.05) or abs(ratio - claimed) <= 0.01
+                    out.append({**common, "dataset": dataset, "metric": f"GFLOPs at width {width:g} / full",
+                                "measured": round(ratio, 4), "claimed": claimed,
+                                "verdict": ("reproduced" if ok else "not reproduced") + note,
+                                "detail": f"{got:.4g} of {full:.4g} GFLOPs per call (this run's network)",
+                                "device": record.get("device")})
+                continue
+            verdict, detail, measured = _stepaware_verdict(claim, part, record)
+            out.append({**common, "dataset": dataset, "metric": claim["stepaware"], "measured": measured,
+                        "verdict": verdict + (" (indicative: not the paper's dataset, network and FID)"
+                                              if verdict in ("reproduced", "partly", "not reproduced") else ""),
+                        "detail": detail, "device": record.get("device")})
+    columns = ["claim_id", "source", "claim", "dataset", "metric", "measured", "claimed", "verdict", "detail", "device"]
+    return pd.DataFrame(out, columns=columns)

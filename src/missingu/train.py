@@ -2,7 +2,8 @@
 exact resume, progress bar and a CSV loss log.
 
 Randomness is a function of ``(seed, step)`` alone: step ``k`` draws its batch indices,
-flips, diffusion steps and noise from a generator seeded with ``seed`` and ``k``. A run
+flips, diffusion steps, noise (and a slimmable network's middle width, :func:`sandwich_widths`)
+from a generator seeded with ``seed`` and ``k``. A run
 resumed from the checkpoint of step ``k`` therefore continues exactly as an unbroken run.
 
 Files in ``out_dir``: ``resume.pt`` (full state: model, EMA, optimizer, step, loss
@@ -35,6 +36,8 @@ from .config import ConfigError, in_range, positive
 from .data import to_model_range
 from .diffusion import Diffusion
 from .io import InputFileError, atomic_open, load_torch, save_json, save_torch
+from .models.ddpm import is_slimmable
+from .speed import SpeedConfig, compile_module, optimizer, prepare_model, to_layout
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,50 @@ def draw_batch(
     t = diffusion.sample_timesteps(batch_size, g)
     noise = torch.randn(x0.shape, generator=g)
     return x0, t, noise
+
+
+class BatchSource:
+    """The batches of :func:`draw_batch`, on ``device``. With ``on_device`` (``speed.data_on_device``)
+    the images are converted to the model range once, on the CPU, and kept on the device; each
+    step's indices and flips are still drawn on the CPU from the step's generator and the batch is
+    gathered on the device, so the values are the same to the bit and only the image copy is saved."""
+
+    def __init__(self, images: Tensor, diffusion: Diffusion, batch_size: int, hflip: bool,
+                 device: torch.device, on_device: bool = False):
+        self.diffusion, self.batch_size, self.hflip, self.device = diffusion, batch_size, hflip, device
+        self.on_device = on_device and device.type == "cuda"
+        self.images = to_model_range(images.cpu()).to(device) if self.on_device else images.cpu()
+
+    def __call__(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        if not self.on_device:
+            return tuple(v.to(self.device, non_blocking=True) for v in distributed.shard(draw_batch(
+                self.images, self.diffusion, self.batch_size, self.hflip, g)))
+        n = self.batch_size
+        idx = torch.randint(0, self.images.shape[0], (n,), generator=g)
+        flip = torch.rand(n, generator=g) < 0.5 if self.hflip else None
+        t = self.diffusion.sample_timesteps(n, g)
+        noise = torch.randn((n, *self.images.shape[1:]), generator=g)
+        idx, t, noise = distributed.shard((idx, t, noise))
+        x0 = self.images[idx.to(self.device)]
+        if flip is not None:
+            (flip,) = distributed.shard((flip,))
+            x0 = torch.where(flip.to(self.device)[:, None, None, None], x0.flip(-1), x0)
+        return x0, t.to(self.device), noise.to(self.device, non_blocking=True)
+
+
+def sandwich_widths(model: nn.Module, g: torch.Generator) -> list[float | None]:
+    """The widths one training step backpropagates: for a slimmable network the sandwich rule
+    (Yu & Huang 2019, as DDSM trains): the full width, the smallest and one middle width drawn
+    from the step's generator ``g``, their gradients summed before one optimizer step; ``[None]``
+    (the network as it is) for any other network."""
+    if not is_slimmable(model):
+        return [None]
+    widths = sorted(model.config.widths, reverse=True)
+    middle = widths[1:-1]
+    chosen = [widths[0], widths[-1]]
+    if middle:
+        chosen.append(middle[int(torch.randint(len(middle), (1,), generator=g))])
+    return chosen
 
 
 @dataclass
@@ -212,6 +259,7 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     progress: bool = True,
     on_config_change: Literal["refuse", "restart"] = "refuse",
+    speed: SpeedConfig | None = None,
 ) -> TrainResult:
     """Train ``model`` to denoise ``images`` (uint8, N x C x H x W) for ``config.steps`` steps.
 
@@ -224,7 +272,9 @@ def train(
     dataset) goes into every checkpoint; ``record`` (the resolved run config) is written to ``config.json``
     once the checkpoint, if any, is known to belong to this run. ``hflip`` flips half the
     images left-right (for datasets where that is a valid augmentation). ``on_step(step, loss)``
-    is called after each optimizer step.
+    is called after each optimizer step. ``speed`` switches on fast paths (channels_last,
+    compile, fused AdamW, the attention kernel, images kept on the GPU) that leave the result
+    unchanged up to float rounding (``data_on_device``: to the bit).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -233,11 +283,11 @@ def train(
     meta = dict(meta or {})
     resume_path, loss_path = out_dir / RESUME_FILE, out_dir / LOSS_FILE
     diffusion = diffusion.to(device)
+    speed = (speed or SpeedConfig()).on(device)
     model.to(device).train()
+    prepare_model(model, speed)
     ema = EMA(model, config.ema_decay)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-    )
+    opt = optimizer(model, speed, device, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -258,6 +308,9 @@ def train(
     if main:
         _write_loss_csv(loss_path, history)
     net = distributed.wrap(model, device)
+    if speed.compile:
+        net = compile_module(net)
+    batches = BatchSource(images, diffusion, config.batch_size, hflip, device, on_device=speed.data_on_device)
 
     def checkpoint(step: int) -> None:
         if not main:
@@ -271,7 +324,6 @@ def train(
             resume_path,
         )
 
-    images = images.cpu()
     loss_value = math.nan
     t_run = time.perf_counter() - elapsed
     bar = tqdm(total=config.steps, initial=start, desc=f"train {out_dir.name}", unit="step",
@@ -281,20 +333,26 @@ def train(
         for step in range(start, config.steps):
             g = step_generator(seed, step)
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # dropout etc.
-            x0, t, noise = (v.to(device, non_blocking=True) for v in distributed.shard(draw_batch(
-                images, diffusion, config.batch_size, hflip, g)))
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = diffusion.loss(net, x0, t, noise)
-            loss_value = distributed.mean(loss)
-            if not math.isfinite(loss_value):
-                kept = (f"the checkpoint of step {last_saved} in {resume_path} is intact"
-                        if last_saved is not None else "no checkpoint had been written yet")
-                raise TrainingDiverged(
-                    f"training loss became {loss_value} at step {step + 1}; stopped without saving "
-                    f"({kept}). Lower train.lr, keep train.grad_clip on, or check the data."
-                )
+            x0, t, noise = batches(g)
+            x0, noise = to_layout(x0, speed), to_layout(noise, speed)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            for i, width in enumerate(sandwich_widths(model, g)):
+                if width is not None:
+                    model.width = width
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss = diffusion.loss(net, x0, t, noise)
+                if i == 0:  # the full network's loss is the one logged and checked
+                    loss_value = distributed.mean(loss)
+                    if not math.isfinite(loss_value):
+                        kept = (f"the checkpoint of step {last_saved} in {resume_path} is intact"
+                                if last_saved is not None else "no checkpoint had been written yet")
+                        raise TrainingDiverged(
+                            f"training loss became {loss_value} at step {step + 1}; stopped without saving "
+                            f"({kept}). Lower train.lr, keep train.grad_clip on, or check the data."
+                        )
+                scaler.scale(loss).backward()
+            if is_slimmable(model):
+                model.width = 1.0
             scaler.unscale_(opt)
             max_norm = config.grad_clip if config.grad_clip is not None else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()

@@ -217,9 +217,27 @@ def classifier_minutes(wildcards):
     return _job_minutes(c.steps * c.batch_size * _values(wildcards.dataset) / TRAIN_VALUES_PER_S[bool(GPU)])
 
 
+def stepaware_minutes(wildcards):
+    """The step-aware study: every evaluated strategy samples `samples` images with the study's
+    sampler (baselines, the search's population x generations, the random baselines), a network
+    call costing a third of a training step's image."""
+    sa = EXPERIMENT.stepaware
+    spec = EXPERIMENT.sampler(sa.sampler)
+    calls = EXPERIMENT.diffusion.timesteps if spec.kind == "ddpm" else spec.steps
+    strategies = 2 + len(EXPERIMENT.model(sa.model).resolve().widths) + len(sa.mix) + sa.random_baselines
+    strategies += sa.population * sa.generations
+    work = strategies * sa.samples * calls * _values(wildcards.dataset)
+    return _job_minutes(work / (3 * TRAIN_VALUES_PER_S[bool(GPU)]))
+
+
 def profile_minutes(wildcards):
     """The profile: ten minutes, and ten more for every dataset x model it measures."""
     return 10 + 10 * len(DATASETS) * len(MODELS)
+
+
+def bench_minutes(wildcards):
+    """The speed benchmark: ten minutes, and ten more for every variant (compilation included)."""
+    return 10 + 10 * len(config.get("bench", {}).get("variants", ["eager"]))
 
 
 def runtime(rule, minutes):
@@ -292,7 +310,12 @@ def data_config(wildcards):
 
 
 def train_config(wildcards):
-    return _cli_config([wildcards.dataset], [wildcards.model], sections=("diffusion", "train"))
+    return _cli_config([wildcards.dataset], [wildcards.model], sections=("diffusion", "train", "speed"))
+
+
+def bench_config(wildcards):
+    """The config entries the speed benchmark reads: its models (on the first dataset's shape)."""
+    return _cli_config(DATASETS, MODELS, sections=("diffusion", "bench"))
 
 
 def profile_config(wildcards):
@@ -327,8 +350,20 @@ def classifier_config(wildcards):
     return _cli_config([wildcards.dataset], [], sections=("evaluate",))
 
 
+def stepaware_config(wildcards):
+    """A dataset's entry, the study's models and sampler, its settings and the classifier's."""
+    sa = config["stepaware"]
+    return _cli_config([wildcards.dataset], [sa["model"], *sa.get("mix", [])], [sa["sampler"]],
+                       sections=("diffusion", "evaluate", "stepaware"))
+
+
+def stepaware_checkpoint_args(wildcards, input):
+    """`--checkpoint model=path` for the study's slimmable model and each model it mixes in."""
+    return " ".join(shlex.quote(f"--checkpoint={m}={p}") for m, p in zip(STEPAWARE_MODELS, input.checkpoints))
+
+
 def sample_config(wildcards):
-    return _cli_config([wildcards.dataset], [wildcards.model], [wildcards.sampler], sections=("sample",))
+    return _cli_config([wildcards.dataset], [wildcards.model], [wildcards.sampler], sections=("sample", "speed"))
 
 
 def prepared(split):
@@ -379,6 +414,7 @@ def efficiency_parameters(wildcards):
     """Papermill parameters of the efficiency notebook, as shell-quoted JSON."""
     params = {
         "profile_csv": "results/profile/efficiency.csv",
+        "bench_csvs": ["results/profile/bench.csv"],
         "claims_yaml": os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
         "tables_dir": "results/tables",
         "figures_dir": "results/figures",
@@ -397,6 +433,18 @@ def denoising_parameters(wildcards):
     return shlex.quote(json.dumps(params))
 
 
+def stepaware_parameters(wildcards):
+    """Papermill parameters of the step-aware notebook, as shell-quoted JSON."""
+    params = {
+        "records": _records(("dataset",), table=rules.stepaware.output.table, record=rules.stepaware.output.record,
+                            strategies=rules.stepaware.output.strategies, history=rules.stepaware.output.history),
+        "claims_yaml": os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
+        "tables_dir": "results/tables",
+        "figures_dir": "results/figures",
+    }
+    return shlex.quote(json.dumps(params))
+
+
 def quality_parameters(wildcards):
     """Papermill parameters of the quality notebook, as shell-quoted JSON."""
     params = {
@@ -405,13 +453,17 @@ def quality_parameters(wildcards):
         "claims_yaml": os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
         "efficiency_claims_csv": rules.efficiency_notebook.output.claims,
         "denoising_claims_csv": rules.denoising_notebook.output.claims,
+        "stepaware_claims_csv": rules.stepaware_notebook.output.claims if STEPAWARE else "",
         "tables_dir": "results/tables",
         "figures_dir": "results/figures",
     }
     return shlex.quote(json.dumps(params))
 
 
-NOTEBOOKS = ["results", "efficiency", "denoising", "quality"]
+# The step-aware study runs when `stepaware.model` names a slimmable model entry.
+STEPAWARE = bool(config.get("stepaware", {}).get("model"))
+STEPAWARE_MODELS = [config["stepaware"]["model"], *config["stepaware"].get("mix", [])] if STEPAWARE else []
+NOTEBOOKS = ["results", "efficiency", "denoising", "quality"] + (["stepaware"] if STEPAWARE else [])
 
 
 def final_outputs():

@@ -52,6 +52,7 @@ rule efficiency_notebook:
     input:
         notebook=notebook("efficiency"),
         profile="results/profile/efficiency.csv",
+        bench=rules.bench.output[0],
         claims=os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
     output:
         notebook="results/notebooks/efficiency.ipynb",
@@ -59,6 +60,8 @@ rule efficiency_notebook:
             "results/tables/efficiency.csv", caption="../report/efficiency_table.rst", category="Efficiency"
         ),
         efficiency_md="results/tables/efficiency.md",
+        bench=report("results/tables/bench.csv", caption="../report/bench_table.rst", category="Efficiency"),
+        bench_md="results/tables/bench.md",
         claims=report(
             "results/tables/efficiency_vs_claims.csv",
             caption="../report/efficiency_vs_claims.rst",
@@ -161,6 +164,7 @@ rule quality_notebook:
         classifiers=expand(rules.train_classifier.output.record, dataset=DATASETS),
         efficiency_claims=rules.efficiency_notebook.output.claims,
         denoising_claims=rules.denoising_notebook.output.claims,
+        stepaware_claims=rules.stepaware_notebook.output.claims if STEPAWARE else [],
         claims=os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
     output:
         notebook="results/notebooks/quality.ipynb",

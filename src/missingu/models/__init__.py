@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import ConfigError, build, choose, entry_name
 from .cunet import CUNet, CUNetConfig
+from .ddpm import DDPMUNet, DDPMUNetConfig
 from .unet import UNet, UNetConfig
 
 
@@ -57,6 +58,20 @@ ARCHITECTURES: dict[str, Architecture] = {
             },
         },
     ),
+    "ddpm": Architecture(
+        DDPMUNetConfig,
+        DDPMUNet,
+        {
+            # the DDPM CIFAR-10 U-Net of the DDSM code, slimmable to 1.0 / 0.75 / 0.5 / 0.25
+            "ddsm": {},
+            # embedded default: 16x16 digits on a CPU
+            "digits": {"ch": 8, "ch_mult": (1, 2, 2), "num_res_blocks": 1, "attention": ("none", "full", "none"),
+                       "dropout": 0.0, "groups": 4},
+            # unit tests
+            "tiny": {"ch": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attention": ("none", "full"), "dropout": 0.0,
+                     "groups": 2, "widths": (1.0, 0.5)},
+        },
+    ),
 }
 
 
@@ -76,7 +91,7 @@ class ModelSpec:
         choose(arch.presets, self.preset, f"{self.arch} preset", "preset")
         self.resolve()
 
-    def resolve(self) -> UNetConfig | CUNetConfig:
+    def resolve(self) -> UNetConfig | CUNetConfig | DDPMUNetConfig:
         """The architecture config: preset values, then ``options`` on top, validated."""
         arch = ARCHITECTURES[self.arch]
         return build(arch.config_cls, {**arch.presets[self.preset], **self.options}, "options")
@@ -122,6 +137,6 @@ def model_from_spec(spec: ModelSpec, channels: int, image_size: int) -> nn.Modul
 
 
 __all__ = [
-    "ARCHITECTURES", "CUNet", "CUNetConfig", "ModelSpec", "UNet", "UNetConfig",
+    "ARCHITECTURES", "CUNet", "CUNetConfig", "DDPMUNet", "DDPMUNetConfig", "ModelSpec", "UNet", "UNetConfig",
     "build_model", "check_image_size", "model_from_meta", "model_from_spec",
 ]

@@ -96,7 +96,8 @@ class SelfAttention(nn.Module):
 
     ``softmax(q k^T / sqrt(d)) v`` is computed with explicit matmuls, not
     ``scaled_dot_product_attention``: torch's FLOP counter sees every matmul on every
-    device, while it counts nothing for the fused CPU kernel.
+    device, while it counts nothing for the fused CPU kernel. ``sdpa = True`` (the ``speed.sdpa``
+    switch) computes the same function with ``scaled_dot_product_attention`` instead.
     """
 
     def __init__(self, dim: int, heads: int = 4, dim_head: int = 32):
@@ -106,12 +107,16 @@ class SelfAttention(nn.Module):
         self.norm = ChannelRMSNorm(dim)
         self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
         self.to_out = nn.Conv2d(hidden, dim, 1)
+        self.sdpa = False
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
         q, k, v = (_split_heads(z, self.heads) for z in self.to_qkv(self.norm(x)).chunk(3, dim=1))
-        attn = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
-        out = (attn @ v).transpose(-1, -2).reshape(b, -1, h, w)
+        if self.sdpa:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1) @ v
+        out = out.transpose(-1, -2).reshape(b, -1, h, w)
         return self.to_out(out)
 
 

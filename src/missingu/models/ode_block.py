@@ -54,8 +54,17 @@ class SolverConfig:
         positive(self.rtol, "rtol")
         positive(self.atol, "atol")
 
-    def integrate(self, func: nn.Module, z0: Tensor, params: tuple[Tensor, ...]) -> Tensor:
-        """``z(1)`` for ``z' = func(s, z)``, ``z(0) = z0``; ``params`` are the adjoint's inputs."""
+    def integrate(
+        self, func: nn.Module, z0: Tensor, params: tuple[Tensor, ...], grid: tuple[tuple[float, float], ...] = ()
+    ) -> Tensor:
+        """``z(1)`` for ``z' = func(s, z)``, ``z(0) = z0``; ``params`` are the adjoint's inputs.
+
+        Fixed-step methods without the adjoint run :func:`fixed_step_solve` over ``grid`` (the
+        block's precomputed :func:`fixed_grid`; the same arithmetic as torchdiffeq's, with no host
+        synchronisation, so CUDA graphs and ``torch.compile`` take the whole forward); the adjoint
+        and ``dopri5`` use torchdiffeq."""
+        if self.method in FIXED_STEP_SOLVERS and not self.adjoint:
+            return fixed_step_solve(func, z0, self.method, grid or fixed_grid(self.steps))
         if self.method in FIXED_STEP_SOLVERS:
             grid = torch.linspace(0.0, 1.0, self.steps + 1, device=z0.device)
             kwargs: dict = {"method": self.method}
@@ -65,6 +74,44 @@ class SolverConfig:
         if self.adjoint:
             return odeint_adjoint(func, z0, grid, adjoint_params=params, **kwargs)[-1]
         return odeint(func, z0, grid, **kwargs)[-1]
+
+
+def fixed_grid(steps: int) -> tuple[tuple[float, float], ...]:
+    """``(s, h)`` of each step of the float32 grid ``linspace(0, 1, steps + 1)``, as Python numbers
+    (``h`` the float32 difference of neighbours, as torchdiffeq computes it)."""
+    grid = torch.linspace(0.0, 1.0, steps + 1)
+    return tuple((float(a), float(b - a)) for a, b in zip(grid[:-1], grid[1:]))
+
+
+def fixed_step_solve(func: nn.Module, z0: Tensor, method: str, grid: tuple[tuple[float, float], ...]) -> Tensor:
+    """``z(1)`` of ``z' = func(s, z)`` by the steps ``(s, h)`` of ``grid`` (:func:`fixed_grid`)
+    with ``method``, in torchdiffeq's formulas and order of operations (the same result to the bit):
+
+    * euler: ``z + h f(s, z)``
+    * midpoint: ``z + h f(s + h/2, z + f(s, z) h/2)``
+    * rk4 (torchdiffeq's ``rk4``, Kutta's 3/8 rule): ``k1 = f(s, z)``, ``k2 = f(s + h/3, z + h k1 / 3)``,
+      ``k3 = f(s + 2h/3, z + h (k2 - k1/3))``, ``k4 = f(s + h, z + h (k1 - k2 + k3))``,
+      ``z + (k1 + 3 (k2 + k3) + k4) h / 8``.
+
+    Times and step sizes are Python numbers computed when the block is built (the stage times in
+    float64, where torchdiffeq rounds them to float32: equal results for fields that, like the
+    cU-Net's, do not depend on ``s``), so nothing reads a
+    device value back to the host and the loop unrolls under CUDA-graph capture and ``torch.compile``."""
+    third, two_thirds = 1 / 3, 2 / 3
+    z = z0
+    for s, h in grid:
+        k1 = func(s, z)
+        if method == "euler":
+            dz = h * k1
+        elif method == "midpoint":
+            dz = h * func(s + 0.5 * h, z + k1 * (0.5 * h))
+        else:
+            k2 = func(s + h * third, z + h * k1 * third)
+            k3 = func(s + h * two_thirds, z + h * (k2 - k1 * third))
+            k4 = func(s + h, z + h * (k1 - k2 + k3))
+            dz = (k1 + 3 * (k2 + k3) + k4) * h * 0.125
+        z = z + dz
+    return z
 
 
 FUNC_OUTPUTS = ("linear", "softplus_residual")
@@ -140,12 +187,13 @@ class ODEBlock(nn.Module):
         dim_out = channels // 2 if dynamics == "second_order" else channels
         self.func = ODEFunc(channels, channels, dim_out, groups, norm=norm, output=func_output)
         self.film = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, 2 * channels)) if time_dim else None
+        self.grid = fixed_grid(solver.steps) if solver.method in FIXED_STEP_SOLVERS else ()
         self.nfe = 0
 
     def forward(self, z: Tensor, t_emb: Tensor | None) -> Tensor:
         film = self.film(t_emb) if self.film is not None and t_emb is not None else None
         field = _Vectorfield(self, film)
         params = tuple(self.func.parameters()) + ((film,) if film is not None else ())
-        out = self.solver.integrate(field, z, params)
+        out = self.solver.integrate(field, z, params, self.grid)
         self.nfe = field.evals
         return out

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU measurements of results/measured/<gpu>/, in parts that each write their rows as they go:
+#   scripts/measure_gpu.sh OUT_DIR [SECONDS]
+# run from the repository root on a CUDA machine (PYTHONPATH=src is set here; the package's
+# dependencies must be importable). Each part has its own time limit, the last one takes what is
+# left of SECONDS (default 580); a part that fails or runs out of time leaves the others' files.
+set -u
+OUT=${1:?usage: scripts/measure_gpu.sh OUT_DIR [SECONDS]}
+BUDGET=${2:-580}
+CFG=${CFG:-config/paper.yaml}
+MODELS=${MODELS:-unet,cunet}
+PY=${PYTHON:-python3}
+START=$(date +%s)
+mkdir -p "$OUT"
+export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+log() { echo "== $(date +%T) +$(( $(date +%s) - START ))s $*" | tee -a "$OUT/log.txt"; }
+# part NAME LIMIT_S STDOUT_FILE CMD...
+part() {
+  local name=$1 limit=$2 out=$3; shift 3
+  local left=$(( START + BUDGET - $(date +%s) ))
+  (( limit > left )) && limit=$left
+  if (( limit < 20 )); then log "skip $name: ${left}s left"; return; fi
+  log "start $name (limit ${limit}s)"
+  timeout "$limit" "$@" >> "$out" 2>> "$OUT/log.txt"
+  log "end $name: exit $?"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >> "$OUT/log.txt" 2>&1
+"$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" >> "$OUT/log.txt" 2>&1
+
+part checks 60 "$OUT/checks.jsonl" "$PY" scripts/gpu_checks.py --only batches,solver,graphs,sdpa
+part inference 170 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models "$MODELS" --parts call,sample \
+  --variants eager,autocast,autocast+channels_last,cuda_graphs,autocast+channels_last+cuda_graphs,autocast+channels_last+cuda_graphs+sdpa \
+  --out "$OUT/bench_inference.csv"
+part train 120 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models "$MODELS" --parts train \
+  --variants autocast,autocast+fused_adamw,autocast+channels_last,autocast+data_on_device,autocast+sdpa,autocast+channels_last+fused_adamw+data_on_device+sdpa \
+  --out "$OUT/bench_train.csv"
+part profile 110 "$OUT/log.txt" "$PY" -m missingu.cli profile --config "$CFG" --shapes "${PROFILE_SHAPE:-3x64x64}" \
+  --set profile.sample_batch=1 --out "$OUT/profile.csv" --no-progress
+part compile 600 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models "$MODELS" --parts train,call \
+  --variants autocast+channels_last+fused_adamw+data_on_device+sdpa+compile --out "$OUT/bench_compile.csv"
+log "done"

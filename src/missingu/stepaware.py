@@ -1,0 +1,435 @@
+"""Step-aware sampling (DDSM, Yang et al. 2024): a network per diffusion step.
+
+A **strategy** names, for every diffusion step ``t = 0 .. T-1``, the network that serves it:
+a width of the slimmable model (a number: ``0.5``) or the name of another trained model
+(``cunet``). Saved as YAML or JSON::
+
+    timesteps: 1000
+    steps: [1.0, 1.0, ..., 0.5]      # steps[t]: the network of step t (t = 0: the last, least noisy)
+
+:class:`StepAwareDenoiser` is a denoiser ``f(x_t, t)`` that calls the network of step ``t``, so the
+ordinary DDPM and DDIM samplers run a strategy unchanged (every sample of a batch is at the same
+step there). A strategy's cost is computed from measured per-call FLOPs (``FlopCounterMode``) of
+each network, summed over the steps the sampler visits; its mean is per network call.
+
+:func:`search` finds strategies with pymoo: one gene per block of ``block`` consecutive visited
+steps; a genetic algorithm minimising ``quality + flops_weight x mean GFLOPs`` (the paper's
+single objective, with FID there), or NSGA-II minimising both and returning the Pareto front.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from .config import ConfigError, choose, positive
+from .io import InputFileError, atomic_open
+
+Choice = float | str
+OBJECTIVES = {"single": "single", "pareto": "pareto"}
+QUALITIES = {"classifier": "classifier", "fid": "fid"}
+
+
+def parse_choice(value: Any) -> Choice:
+    """A strategy entry: a number (a width of the slimmable model) or a model name."""
+    if isinstance(value, bool):
+        raise ConfigError(f"strategy entry {value!r}: a width (number) or a model name")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    raise ConfigError(f"strategy entry {value!r}: a width (number) or a model name")
+
+
+def label(choice: Choice) -> str:
+    """``0.5`` -> ``"w0.5"``; a model name stays itself."""
+    return f"w{choice:g}" if isinstance(choice, float) else choice
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """``steps[t]``: the network of diffusion step ``t``."""
+
+    steps: tuple[Choice, ...]
+
+    @classmethod
+    def uniform(cls, choice: Choice, timesteps: int) -> Strategy:
+        return cls((parse_choice(choice),) * timesteps)
+
+    @classmethod
+    def from_visited(cls, visited: Sequence[int], choices: Sequence[Choice], timesteps: int) -> Strategy:
+        """The strategy whose visited step ``visited[i]`` uses ``choices[i]``; every other step
+        takes the choice of the nearest visited step at or below it (above it for steps below the
+        last visited one), so the file always has one entry per step."""
+        if len(visited) != len(choices):
+            raise ValueError("one choice per visited step")
+        order = sorted(zip(visited, choices))
+        steps: list[Choice] = []
+        j = 0
+        for t in range(timesteps):
+            while j + 1 < len(order) and order[j + 1][0] <= t:
+                j += 1
+            steps.append(order[j][1])
+        return cls(tuple(steps))
+
+    def networks(self) -> list[Choice]:
+        """The distinct networks, in order of first use."""
+        return list(dict.fromkeys(self.steps))
+
+    def to_data(self) -> dict[str, Any]:
+        return {"timesteps": len(self.steps), "steps": list(self.steps)}
+
+    def save(self, path: str | Path) -> None:
+        """Write the strategy as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+        path = Path(path)
+        text = (yaml.safe_dump(self.to_data(), default_flow_style=None, width=120)
+                if path.suffix in (".yaml", ".yml") else json.dumps(self.to_data()))
+        with atomic_open(path, "w") as fh:
+            fh.write(text)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Strategy:
+        """Read a strategy file; a file that is not one raises ``InputFileError`` naming it."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise InputFileError(f"strategy {path}: cannot read it ({err})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+            raise InputFileError(f"strategy {path}: needs a 'steps' list (one network per diffusion step)")
+        steps = tuple(parse_choice(v) for v in data["steps"])
+        if "timesteps" in data and data["timesteps"] != len(steps):
+            raise InputFileError(f"strategy {path}: says timesteps {data['timesteps']} but lists {len(steps)} steps")
+        return cls(steps)
+
+
+def validate(strategy: Strategy, timesteps: int, allowed: Sequence[Choice],
+             output_shapes: Mapping[Choice, tuple[int, ...]] | None = None) -> None:
+    """Refuse, before any sampling, a strategy of the wrong length, one that names a network that
+    is not there, or one that mixes networks whose outputs differ in shape."""
+    if len(strategy.steps) != timesteps:
+        raise ConfigError(f"strategy: {len(strategy.steps)} entries; needs one per diffusion step "
+                          f"(diffusion.timesteps = {timesteps})")
+    names = ", ".join(map(str, allowed))
+    for t, choice in enumerate(strategy.steps):
+        if choice not in allowed:
+            raise ConfigError(f"strategy.steps[{t}]: unknown network {choice!r}; allowed: {names}")
+    if output_shapes is not None:
+        used = {c: output_shapes[c] for c in strategy.networks()}
+        if len(set(used.values())) > 1:
+            detail = ", ".join(f"{c}: {list(s)}" for c, s in used.items())
+            raise ConfigError(f"strategy: its networks' outputs differ in shape ({detail}); a step-aware sampler "
+                              f"needs networks of one input and output shape")
+
+
+class StepAwareDenoiser:
+    """``f(x_t, t)`` computed by the network ``strategy`` assigns to step ``t``.
+
+    ``networks`` maps each choice to a callable; widths of a slimmable model are served by setting
+    its width before the call. Every sample of a batch must be at the same step (DDPM, DDIM)."""
+
+    def __init__(self, strategy: Strategy, networks: Mapping[Choice, Callable[[Tensor, Tensor], Tensor]],
+                 slimmable: nn.Module | None = None):
+        self.strategy, self.networks, self.slimmable = strategy, dict(networks), slimmable
+        self.calls: dict[Choice, int] = {c: 0 for c in self.networks}
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        step = int(t[0])
+        choice = self.strategy.steps[step]
+        self.calls[choice] += 1
+        if isinstance(choice, float) and self.slimmable is not None:
+            self.slimmable.width = choice
+        return self.networks[choice](x, t)
+
+
+def visited_steps(kind: str, timesteps: int, steps: int) -> list[int]:
+    """The diffusion steps a DDPM (all) or DDIM (``steps`` of them) sampler calls the network at,
+    in the order it does."""
+    from .samplers import ddim_timesteps
+
+    if kind == "ddpm":
+        return list(range(timesteps - 1, -1, -1))
+    if kind == "ddim":
+        return ddim_timesteps(timesteps, min(steps, timesteps))
+    raise ConfigError(f"step-aware sampling: sampler kind {kind!r} is not supported; allowed: ddpm, ddim "
+                      f"(the probability-flow ODE moves every sample at its own pace)")
+
+
+def strategy_flops(strategy: Strategy, flops: Mapping[Choice, int], visited: Sequence[int]) -> tuple[int, float]:
+    """Total FLOPs of one sample's network calls under ``strategy`` and their mean per call,
+    from the measured per-call FLOPs of each network."""
+    total = sum(flops[strategy.steps[t]] for t in visited)
+    return total, total / len(visited)
+
+
+@dataclass(frozen=True)
+class StepAwareConfig:
+    """The step-aware study (``missingu stepaware``): ``model`` a slimmable model entry (empty: no
+    study), ``mix`` other model entries a strategy may also use, ``sampler`` the DDPM/DDIM sampler
+    entry, ``quality`` the measure (``classifier``: the classifier Frechet distance; ``fid``: FID,
+    needs the Inception weights), ``samples`` images per evaluated strategy (in batches of
+    ``batch_size``), the search (``objective``, ``population``, ``generations``, ``block`` visited
+    steps per gene, ``flops_weight`` per mean GFLOPs), ``random_baselines`` random strategies at
+    the searched strategy's FLOPs, and ``low_noise_fraction`` of the steps (the least noisy) that
+    the hand-made baseline gives the full width."""
+
+    model: str = ""
+    mix: tuple[str, ...] = ()
+    sampler: str = ""
+    quality: str = "classifier"
+    samples: int = 64
+    batch_size: int = 64
+    objective: str = "single"
+    population: int = 8
+    generations: int = 4
+    block: int = 1
+    flops_weight: float = 0.5
+    random_baselines: int = 3
+    low_noise_fraction: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choose(OBJECTIVES, self.objective, "objective", "stepaware.objective")
+        choose(QUALITIES, self.quality, "quality measure", "stepaware.quality")
+        for key in ("samples", "batch_size", "population", "generations", "block", "random_baselines"):
+            positive(getattr(self, key), f"stepaware.{key}")
+        if self.flops_weight < 0:
+            raise ConfigError(f"stepaware.flops_weight: must be zero or positive, got {self.flops_weight}")
+        if not 0 < self.low_noise_fraction < 1:
+            raise ConfigError(f"stepaware.low_noise_fraction: must lie in (0, 1), got {self.low_noise_fraction}")
+
+
+@dataclass
+class SearchResult:
+    """The best genes (single objective) or the Pareto front (two objectives), with each
+    generation's best objective value(s) (``history``) and every evaluation."""
+
+    best: list[list[int]]
+    objectives: list[list[float]]
+    history: list[list[float]] = field(default_factory=list)
+    evaluations: int = 0
+
+
+def search(
+    genes: int,
+    options: int,
+    evaluate: Callable[[list[int]], tuple[float, float]],
+    *,
+    objective: str = "single",
+    flops_weight: float = 0.5,
+    population: int = 8,
+    generations: int = 4,
+    seed: int = 0,
+    initial: Sequence[Sequence[int]] = (),
+) -> SearchResult:
+    """Minimise over integer genes ``g`` (each in ``[0, options)``) with pymoo.
+
+    ``evaluate(g) -> (quality, mean_gflops)``, lower is better for both. ``single``: a genetic
+    algorithm on ``quality + flops_weight x mean_gflops``; ``pareto``: NSGA-II on both, returning
+    the non-dominated front. ``initial`` genes seed the first population (the rest is random)."""
+    import numpy as np
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.algorithms.soo.nonconvex.ga import GA
+    from pymoo.core.problem import ElementwiseProblem
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+    from pymoo.optimize import minimize
+
+    choose(OBJECTIVES, objective, "objective", "stepaware.objective")
+    cache: dict[tuple[int, ...], tuple[float, float]] = {}
+
+    def cached(g: list[int]) -> tuple[float, float]:
+        key = tuple(g)
+        if key not in cache:
+            cache[key] = evaluate(list(key))
+        return cache[key]
+
+    n_obj = 1 if objective == "single" else 2
+
+    class Problem(ElementwiseProblem):
+        def __init__(self) -> None:
+            super().__init__(n_var=genes, n_obj=n_obj, xl=0, xu=options - 1, vtype=int)
+
+        def _evaluate(self, x: Any, out: dict, *args: Any, **kwargs: Any) -> None:
+            quality, gflops = cached([int(v) for v in np.round(x)])
+            out["F"] = [quality + flops_weight * gflops] if n_obj == 1 else [quality, gflops]
+
+    rng = np.random.default_rng(seed)
+    first = np.array([list(g) for g in initial][:population] + [
+        list(rng.integers(0, options, genes)) for _ in range(max(0, population - len(initial)))])
+    operators = dict(sampling=first, crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
+                     mutation=PM(eta=3.0, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
+    algorithm = GA(pop_size=population, **operators) if n_obj == 1 else NSGA2(pop_size=population, **operators)
+    res = minimize(Problem(), algorithm, ("n_gen", generations), seed=seed, save_history=True, verbose=False)
+    history = [[float(v) for v in np.atleast_2d(h.opt.get("F")).min(axis=0)] for h in res.history]
+    best = np.atleast_2d(res.X).astype(int).tolist()
+    return SearchResult(best, np.atleast_2d(res.F).tolist(), history, len(cache))
+
+
+def genes_to_choices(genes: Sequence[int], choices: Sequence[Choice], visited: int, block: int) -> list[Choice]:
+    """One choice per visited step from one gene per block of ``block`` visited steps."""
+    return [choices[genes[min(i // block, len(genes) - 1)]] for i in range(visited)]
+
+
+def gene_count(visited: int, block: int) -> int:
+    return math.ceil(visited / block)
+
+
+@dataclass
+class Network:
+    """One choice of a strategy: how to call it, its per-call FLOPs and its output shape."""
+
+    call: Callable[[Tensor, Tensor], Tensor]
+    flops: int
+    output_shape: tuple[int, ...]
+
+
+def networks_of(slimmable: nn.Module, others: Mapping[str, nn.Module], shape: Sequence[int],
+                device: torch.device | str = "cpu") -> dict[Choice, Network]:
+    """Every choice a strategy may name: each width of ``slimmable`` and each model of ``others``,
+    with FLOPs per call and output shape measured (``FlopCounterMode``, batch 1)."""
+    from .models.ddpm import at_width
+    from .profiling import measure_call
+
+    out: dict[Choice, Network] = {}
+    probe = torch.zeros(1, *shape, device=device)
+    step = torch.zeros(1, dtype=torch.long, device=device)
+    for width in slimmable.config.widths:
+        with at_width(slimmable, width), torch.no_grad():
+            out[float(width)] = Network(slimmable, measure_call(slimmable, shape).flops,
+                                        tuple(slimmable(probe, step).shape[1:]))
+    for name, model in others.items():
+        with torch.no_grad():
+            out[name] = Network(model, measure_call(model, shape).flops, tuple(model(probe, step).shape[1:]))
+    return out
+
+
+def hand_made(visited: Sequence[int], widths: Sequence[float], fraction: float, timesteps: int) -> Strategy:
+    """The rule of thumb: the full width for the least noisy ``fraction`` of the visited steps, the
+    width nearest 0.5 for the rest (DDSM's CIFAR-10 strategy is roughly this)."""
+    full, half = max(widths), min(widths, key=lambda w: abs(w - 0.5))
+    low = sorted(visited)[: max(1, round(fraction * len(visited)))]
+    return Strategy.from_visited(visited, [full if t in set(low) else half for t in visited], timesteps)
+
+
+def run_study(
+    slimmable: nn.Module,
+    others: Mapping[str, nn.Module],
+    diffusion: Any,
+    spec: Any,
+    shape: Sequence[int],
+    score: Callable[[Tensor], float],
+    config: StepAwareConfig,
+    *,
+    device: torch.device | str = "cpu",
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[Choice, Network]]:
+    """Evaluate the baselines (each uniform width, each other model alone, the hand-made rule),
+    search (``config.objective``), then random strategies at the searched strategy's mean FLOPs.
+
+    ``score(uint8 images) -> quality`` (lower is better). Every strategy draws the same
+    ``config.samples`` seeds, so differences come from the networks, not the noise. Returns the
+    rows (one per evaluated strategy, with the strategy itself under ``"strategy"``), the search
+    history (best objective per generation) and the networks."""
+    import time
+
+    import numpy as np
+
+    from .data import to_uint8
+    from .samplers import sample
+
+    networks = networks_of(slimmable, others, shape, device)
+    choices = list(networks)
+    visited = visited_steps(spec.kind, diffusion.timesteps, spec.steps)
+    full = max(slimmable.config.widths)
+    full_mean = networks[full].flops
+    rows: list[dict[str, Any]] = []
+    shapes = {c: n.output_shape for c, n in networks.items()}
+
+    def evaluate(strategy: Strategy, name: str, kind: str) -> dict[str, Any]:
+        validate(strategy, diffusion.timesteps, choices, shapes)
+        denoiser = StepAwareDenoiser(strategy, {c: n.call for c, n in networks.items()}, slimmable)
+        seeds = list(range(config.samples))
+        t0 = time.perf_counter()
+        images = []
+        for first in range(0, len(seeds), config.batch_size):
+            out = sample(denoiser, diffusion, spec, shape, seeds[first:first + config.batch_size], device=device)
+            images.append(to_uint8(out.images).cpu())
+        seconds = time.perf_counter() - t0
+        slimmable.width = full
+        quality = score(torch.cat(images))
+        total, mean = strategy_flops(strategy, {c: n.flops for c, n in networks.items()}, visited)
+        used = [strategy.steps[t] for t in visited]
+        row = {"strategy": name, "kind": kind, "quality": quality, "mean_gflops": mean / 1e9,
+               "total_gflops": total / 1e9, "saving": 1 - mean / full_mean,
+               "objective": quality + config.flops_weight * mean / 1e9, "seconds_per_image": seconds / len(seeds),
+               "network_calls": len(visited),
+               **{f"share_{label(c)}": used.count(c) / len(used) for c in choices},
+               "steps": strategy.steps}
+        rows.append(row)
+        log(f"stepaware {name}: quality {quality:.4g}, {mean / 1e9:.4g} GFLOPs per call "
+            f"({row['saving']:.0%} saved), {seconds:.1f} s")
+        if on_row is not None:
+            on_row(rows)
+        return row
+
+    for choice in choices:
+        evaluate(Strategy.uniform(choice, diffusion.timesteps),
+                 f"uniform {label(choice)}" if isinstance(choice, float) else f"{choice} alone", "baseline")
+    evaluate(hand_made(visited, slimmable.config.widths, config.low_noise_fraction, diffusion.timesteps),
+             "full width at low noise", "baseline")
+
+    genes = gene_count(len(visited), config.block)
+
+    def strategy_of(g: Sequence[int]) -> Strategy:
+        return Strategy.from_visited(visited, genes_to_choices(g, choices, len(visited), config.block),
+                                     diffusion.timesteps)
+
+    def objective(g: list[int]) -> tuple[float, float]:
+        row = evaluate(strategy_of(g), f"candidate {len(rows)}", "candidate")
+        return row["quality"], row["mean_gflops"]
+
+    # the first generation starts from the baselines (each network alone, the hand-made rule), so
+    # the search ends at least as good as the best of them on its objective
+    rule = hand_made(visited, slimmable.config.widths, config.low_noise_fraction, diffusion.timesteps)
+    seeded = [[i] * genes for i in range(len(choices))]
+    seeded.append([choices.index(rule.steps[visited[min(g * config.block, len(visited) - 1)]]) for g in range(genes)])
+    result = search(genes, len(choices), objective, objective=config.objective, flops_weight=config.flops_weight,
+                    population=config.population, generations=config.generations, seed=config.seed, initial=seeded)
+    found = []
+    for i, g in enumerate(result.best):
+        name = "searched" if config.objective == "single" else f"pareto {i}"
+        best = next(r for r in rows if r["kind"] == "candidate" and r["steps"] == strategy_of(g).steps)
+        found.append({**best, "strategy": name, "kind": "search"})
+    rows.extend(found)
+    target = found[0]["mean_gflops"] * 1e9
+    flops = np.array([networks[c].flops for c in choices], dtype=float)
+    rng = np.random.default_rng(config.seed + 1)
+    for k in range(config.random_baselines):
+        # random genes drawn with probabilities that give the searched mean FLOPs on average
+        # (the minimum-KL tilt of the uniform distribution), the closest of 200 draws kept
+        lo, hi = -50.0, 50.0
+        scale = flops / flops.max()
+        for _ in range(60):
+            lam = (lo + hi) / 2
+            p = np.exp(-lam * scale)
+            p /= p.sum()
+            lo, hi = (lam, hi) if (p * flops).sum() > target else (lo, lam)
+        draws = [rng.choice(len(choices), size=genes, p=p) for _ in range(200)]
+        best_draw = min(draws, key=lambda d: abs(flops[list(d)].mean() - target))
+        evaluate(strategy_of([int(v) for v in best_draw]), f"random {k}", "random")
+    history = [{"generation": i, **{f"best_{j}": v for j, v in enumerate(h)}} for i, h in enumerate(result.history)]
+    return rows, history, networks
