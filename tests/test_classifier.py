@@ -29,9 +29,6 @@ from missingu.data import DatasetSpec
 from missingu.io import InputFileError, save_torch
 from missingu.metrics.frechet import frechet_distance, frechet_distance_features, gaussian_stats
 
-# one xdist worker runs this module (its module-scoped fixtures are built once)
-pytestmark = pytest.mark.xdist_group("classifier")
-
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():

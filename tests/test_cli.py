@@ -18,9 +18,6 @@ from missingu.experiment import parse_experiment
 from missingu.models import model_from_spec
 from missingu.profiling import count_parameters
 
-# one xdist worker runs this module (its module-scoped fixtures are built once)
-pytestmark = pytest.mark.xdist_group("cli")
-
 
 def test_info_prints_measured_parameters(tiny_config_file, capsys):
     assert main(["info", "--config", str(tiny_config_file)]) == 0

@@ -20,9 +20,6 @@ from missingu.diffusion import Diffusion, DiffusionConfig
 from missingu.experiment import parse_experiment
 from test_pipeline import ROOT
 
-# one xdist worker runs this module (its module-scoped fixtures are built once)
-pytestmark = pytest.mark.xdist_group("denoising")
-
 S = 0.25  # std of the toy data on the model's [-1, 1] scale
 
 

@@ -20,9 +20,6 @@ from missingu.cli import main
 from missingu.config import ConfigError
 from missingu.train import TrainConfig
 
-# one xdist worker runs this module (its module-scoped fixtures are built once)
-pytestmark = pytest.mark.xdist_group("distributed")
-
 # gloo sums the two halves' gradients in another order than one process sums the whole batch,
 # and thread counts change the order of reductions: float32 rounding (1.2e-7 after 6 steps with
 # one thread per process, 1.1e-5 with two, measured). Adam divides by the root of the squared

@@ -18,9 +18,6 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 from missingu.metrics.fid import ImageTensorDataset, fidelity_metrics, kid_subset
 from missingu.weights import WeightsUnavailable, weight_path
 
-# one xdist worker runs this module (its module-scoped fixtures are built once)
-pytestmark = pytest.mark.xdist_group("fid")
-
 INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
 
 

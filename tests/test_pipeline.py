@@ -15,9 +15,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-# one xdist worker runs this module (its module-scoped fixtures are built once)
-pytestmark = pytest.mark.xdist_group("pipeline")
-
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config" / name for name in ("config.yaml", "paper.yaml", "photos.yaml", "smoke.yaml")]
 

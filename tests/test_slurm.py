@@ -17,9 +17,6 @@ import yaml
 from slurm_cluster import local_cluster, unavailable
 from test_pipeline import ROOT, snakemake, snakemake_command
 
-# one xdist worker runs this module (its module-scoped fixtures are built once)
-pytestmark = pytest.mark.xdist_group("slurm")
-
 needs_cluster = pytest.mark.skipif(unavailable() is not None, reason=f"no local SLURM cluster: {unavailable()}")
 
 SMOKE = ROOT / "config/smoke.yaml"

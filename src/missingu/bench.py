@@ -220,7 +220,7 @@ class _Trainer:
                  diffusion: Diffusion, device: torch.device):
         self.model = prepare_model(_fresh(entry, device), speed).train()
         self.net = compile_module(self.model) if speed.compile else self.model
-        self.opt = optimizer(self.model, speed, device, lr=1e-4)
+        self.opt = optimizer(self.model, speed, lr=1e-4)
         self.speed, self.diffusion, self.device = speed, diffusion, device
         images = torch.randint(0, 256, (256, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         self.batches = BatchSource(images, diffusion, batch, True, device, on_device=speed.data_on_device)

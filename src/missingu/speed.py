@@ -98,7 +98,7 @@ def use_sdpa(model: nn.Module, on: bool = True) -> None:
             m.sdpa = on
 
 
-def optimizer(model: nn.Module, speed: SpeedConfig, device: torch.device, **kwargs: Any) -> torch.optim.AdamW:
+def optimizer(model: nn.Module, speed: SpeedConfig, **kwargs: Any) -> torch.optim.AdamW:
     """AdamW over ``model``'s parameters, fused into one kernel with ``speed.fused_adamw``."""
     return torch.optim.AdamW(model.parameters(), fused=True if speed.fused_adamw else None, **kwargs)
 

@@ -320,8 +320,8 @@ def hand_made(visited: Sequence[int], widths: Sequence[float], fraction: float, 
     """The rule of thumb: the full width for the least noisy ``fraction`` of the visited steps, the
     width nearest 0.5 for the rest (DDSM's CIFAR-10 strategy is roughly this)."""
     full, half = max(widths), min(widths, key=lambda w: abs(w - 0.5))
-    low = sorted(visited)[: max(1, round(fraction * len(visited)))]
-    return Strategy.from_visited(visited, [full if t in set(low) else half for t in visited], timesteps)
+    low = set(sorted(visited)[: max(1, round(fraction * len(visited)))])
+    return Strategy.from_visited(visited, [full if t in low else half for t in visited], timesteps)
 
 
 def run_study(

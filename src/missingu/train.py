@@ -287,7 +287,7 @@ def train(
     model.to(device).train()
     prepare_model(model, speed)
     ema = EMA(model, config.ema_decay)
-    opt = optimizer(model, speed, device, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    opt = optimizer(model, speed, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
