@@ -64,7 +64,7 @@ from .profile_run import (
 from .profiling import count_parameters, environment, measure_call
 from .samplers import SamplerSpec, sample, sampler_steps
 from .speed import FastDenoiser, SpeedConfig
-from .stepaware import StepAwareDenoiser, Strategy, label, run_study, validate, visited_steps
+from .stepaware import StepAwareDenoiser, Strategy, label, output_shape, run_study, validate, visited_steps
 from .train import TrainingDiverged, load_snapshot, train
 from .weights import DEFAULT_TORCH_HOME, WEIGHTS, WeightsUnavailable, fetch_weights, missing_weights, stage_hint
 
@@ -210,10 +210,7 @@ def _stepaware_denoiser(args: argparse.Namespace, model: torch.nn.Module, meta: 
     for name, path in _pairs(args.mix or [], "--mix", "NAME=ema.pt"):
         other = load_snapshot(path)
         networks[name] = model_from_meta(other["meta"], other["state_dict"]).to(device)
-    probe = torch.zeros(1, *meta["image_shape"], device=device)
-    with torch.no_grad():
-        shapes = {c: tuple(net(probe, torch.zeros(1, dtype=torch.long, device=device)).shape[1:])
-                  for c, net in networks.items()}
+    shapes = {c: output_shape(net, meta["image_shape"], device) for c, net in networks.items()}
     validate(strategy, timesteps, list(networks), shapes)
     return StepAwareDenoiser(strategy, networks, model if is_slimmable(model) else None)
 

@@ -296,6 +296,14 @@ class Network:
     output_shape: tuple[int, ...]
 
 
+@torch.no_grad()
+def output_shape(network: Callable[[Tensor, Tensor], Tensor], shape: Sequence[int],
+                 device: torch.device | str = "cpu") -> tuple[int, ...]:
+    """The per-image output shape of ``network`` for ``shape`` inputs (one call at batch 1, step 0)."""
+    probe = torch.zeros(1, *shape, device=device)
+    return tuple(network(probe, torch.zeros(1, dtype=torch.long, device=device)).shape[1:])
+
+
 def networks_of(slimmable: nn.Module, others: Mapping[str, nn.Module], shape: Sequence[int],
                 device: torch.device | str = "cpu") -> dict[Choice, Network]:
     """Every choice a strategy may name: each width of ``slimmable`` and each model of ``others``,
@@ -304,15 +312,12 @@ def networks_of(slimmable: nn.Module, others: Mapping[str, nn.Module], shape: Se
     from .profiling import measure_call
 
     out: dict[Choice, Network] = {}
-    probe = torch.zeros(1, *shape, device=device)
-    step = torch.zeros(1, dtype=torch.long, device=device)
     for width in slimmable.config.widths:
-        with at_width(slimmable, width), torch.no_grad():
+        with at_width(slimmable, width):
             out[float(width)] = Network(slimmable, measure_call(slimmable, shape).flops,
-                                        tuple(slimmable(probe, step).shape[1:]))
+                                        output_shape(slimmable, shape, device))
     for name, model in others.items():
-        with torch.no_grad():
-            out[name] = Network(model, measure_call(model, shape).flops, tuple(model(probe, step).shape[1:]))
+        out[name] = Network(model, measure_call(model, shape).flops, output_shape(model, shape, device))
     return out
 
 
@@ -389,8 +394,8 @@ def run_study(
     for choice in choices:
         evaluate(Strategy.uniform(choice, diffusion.timesteps),
                  f"uniform {label(choice)}" if isinstance(choice, float) else f"{choice} alone", "baseline")
-    evaluate(hand_made(visited, slimmable.config.widths, config.low_noise_fraction, diffusion.timesteps),
-             "full width at low noise", "baseline")
+    rule = hand_made(visited, slimmable.config.widths, config.low_noise_fraction, diffusion.timesteps)
+    evaluate(rule, "full width at low noise", "baseline")
 
     genes = gene_count(len(visited), config.block)
 
@@ -404,7 +409,6 @@ def run_study(
 
     # the first generation starts from the baselines (each network alone, the hand-made rule), so
     # the search ends at least as good as the best of them on its objective
-    rule = hand_made(visited, slimmable.config.widths, config.low_noise_fraction, diffusion.timesteps)
     seeded = [[i] * genes for i in range(len(choices))]
     seeded.append([choices.index(rule.steps[visited[min(g * config.block, len(visited) - 1)]]) for g in range(genes)])
     result = search(genes, len(choices), objective, objective=config.objective, flops_weight=config.flops_weight,
