@@ -15,8 +15,8 @@ from PIL import Image
 
 from missingu.cli import main
 from missingu.experiment import parse_experiment
+from missingu.measure import count_parameters
 from missingu.models import model_from_spec
-from missingu.profiling import count_parameters
 
 
 def test_info_prints_measured_parameters(tiny_config_file, capsys):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from missingu.measure import count_parameters
 from missingu.models import ARCHITECTURES, ModelSpec, model_from_spec
 from missingu.models.layers import StepTable
-from missingu.profiling import count_parameters
 
 DRAFT_PARAMETERS = 8_811_875  # the draft's own network at 64x64x3 (PAPERS.md)
 DRAFT_GMACS = 2.83  # thop, which does not see the attention products

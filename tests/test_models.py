@@ -6,9 +6,9 @@ import pytest
 import torch
 from denoising_diffusion_pytorch import Unet as ReferenceUnet
 
+from missingu.measure import count_parameters, measure_call
 from missingu.models import ARCHITECTURES, UNetConfig, build_model
 from missingu.models.ode_block import EVALS_PER_STEP
-from missingu.profiling import count_parameters, measure_call
 
 
 @pytest.mark.parametrize(("channels", "size"), [(3, 64), (1, 32)])

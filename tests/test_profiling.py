@@ -13,10 +13,10 @@ from torch import nn
 
 from missingu.config import ConfigError
 from missingu.experiment import parse_experiment
+from missingu.measure import count_parameters, measure_call
 from missingu.models import ARCHITECTURES, build_model
 from missingu.models.ode_block import ODEBlock, SolverConfig
-from missingu.profile_run import plan, run_profile
-from missingu.profiling import count_parameters, measure_call
+from missingu.profile import plan, run_profile
 from missingu.report import MEASURES, claims_table, verdict
 
 
@@ -185,7 +185,7 @@ def test_claims_table_verdicts():
     ])
     table = claims_table(profile, _claims()).set_index("claim_id")
     assert table.loc["parameters_quarter", "verdict"] == "reproduced"
-    assert math.isclose(table.loc["parameters_quarter", "measured_ratio"], 0.2)
+    assert math.isclose(table.loc["parameters_quarter", "measured"], 0.2)
     assert table.loc["flops_30", "verdict"] == "partly" and table.loc["flops_30", "detail"] == (
         "50.0% of the U-Net's FLOPs per call; claimed 30%")
     assert table.loc["faster_30", "verdict"] == "partly"
@@ -193,7 +193,7 @@ def test_claims_table_verdicts():
     assert table.loc["less_memory", "verdict"] == "reproduced"
     assert table.loc["faster_30", "weights"] == "initial" and table.loc["faster_30", "device"] == "cpu"
     assert table.loc["denoising_lpips", "verdict"] == (
-        "measured by the denoising task: results/tables/denoising_vs_claims.md")
+        "measured by the denoising task: results/tables/denoise_vs_claims.md")
     assert table.loc["comparable_quality", "verdict"] == (
         "measured by the sample-quality evaluation: results/tables/quality_vs_claims.md")
     assert table.loc["draft_parameters", "verdict"].startswith("checked by the tests: tests/test_draft.py")
@@ -203,15 +203,15 @@ def test_claims_table_verdicts():
     profile.loc[1, "preset"] = "draft"  # the authors' own network is one of the paper's architectures
     assert not claims_table(profile, _claims())["verdict"].str.contains("indicative").any()
     profile.loc[1, "preset"] = "digits"
-    measured = claims_table(profile, _claims()).dropna(subset=["measured_ratio"])
+    measured = claims_table(profile, _claims()).dropna(subset=["measured"])
     assert all(v.endswith("(indicative: not the paper's architectures)") for v in measured["verdict"])
 
 
 def test_training_memory_is_measured_and_the_adjoint_saves_some():
     """A fresh subprocess per measurement; a large parent process must not hide the step
     (ru_maxrss is inherited across fork, which once made every CPU row read 0 MiB)."""
+    from missingu.measure import train_step_memory
     from missingu.models import CUNetConfig
-    from missingu.profiling import train_step_memory
 
     ballast = torch.ones(300_000_000, dtype=torch.uint8)  # make this process large
     config = CUNetConfig(channels=(32, 32), attention=("none", "none"), solver_steps=8)
@@ -229,9 +229,9 @@ QUICK_PROFILE = {"batch_sizes": [1], "warmup": 0, "repeats": 1, "sample_batch": 
 @pytest.fixture
 def no_memory_subprocess(monkeypatch):
     """Tests of how rows are kept need no real memory measurement (a subprocess each)."""
-    import missingu.profiling as profiling
+    import missingu.profile as profile
 
-    monkeypatch.setattr(profiling, "train_step_memory", lambda *args: 1.0)
+    monkeypatch.setattr(profile, "train_step_memory", lambda *args: 1.0)
 
 
 def test_profile_plan_restrictions(tiny_config):
@@ -252,7 +252,7 @@ def test_profile_plan_restrictions(tiny_config):
 
 def test_profile_cut_short_keeps_its_rows_and_a_rerun_measures_only_the_rest(tiny_config, tmp_path, monkeypatch,
                                                                                no_memory_subprocess):
-    import missingu.profile_run as profile_run
+    import missingu.profile as profile_run
 
     tiny_config["profile"] = {**QUICK_PROFILE, "ablations": False}
     cfg = parse_experiment(tiny_config)

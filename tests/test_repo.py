@@ -14,13 +14,13 @@ from missingu.bench import BenchConfig
 from missingu.classifier import ClassifierConfig
 from missingu.config import to_dict
 from missingu.data import SOURCES, DatasetSpec
-from missingu.denoising import DenoiseConfig
+from missingu.denoise import DenoiseConfig
 from missingu.diffusion import SCHEDULES, DiffusionConfig
 from missingu.evaluate import EvaluateConfig
 from missingu.experiment import ExperimentConfig, SampleConfig, load_experiment
 from missingu.models import ARCHITECTURES, ModelSpec
 from missingu.models.ode_block import SOLVERS
-from missingu.profiling import ProfileConfig
+from missingu.profile import ProfileConfig
 from missingu.samplers import SAMPLERS, SamplerSpec
 from missingu.speed import SpeedConfig
 from missingu.stepaware import StepAwareConfig

@@ -16,18 +16,12 @@ from missingu.config import ConfigError
 from missingu.diffusion import Diffusion, DiffusionConfig
 from missingu.experiment import parse_experiment
 from missingu.io import InputFileError
+from missingu.measure import count_parameters, measure_call
 from missingu.models import ARCHITECTURES, build_model
 from missingu.models.ddpm import DDPMUNetConfig, SlimConv2d, SlimGroupNorm, SlimLinear, at_width
-from missingu.profiling import count_parameters, measure_call
 from missingu.samplers import SamplerSpec, sample
-from missingu.stepaware import (
-    StepAwareDenoiser,
-    Strategy,
-    search,
-    strategy_flops,
-    validate,
-    visited_steps,
-)
+from missingu.stepaware import search
+from missingu.strategies import StepAwareDenoiser, Strategy, strategy_flops, validate, visited_steps
 from missingu.train import sandwich_widths, step_generator
 
 

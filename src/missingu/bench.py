@@ -37,8 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ConfigError, positive
 from .diffusion import Diffusion
-from .models import UNetConfig, model_from_spec
-from .profiling import environment, format_shape, time_fn
+from .measure import environment, format_shape, sync, time_fn
+from .models import UNetConfig, compatible, model_from_spec
 from .samplers import SamplerSpec, sample
 from .speed import FastDenoiser, SpeedConfig, compile_module, optimizer, prepare_model, to_layout
 from .train import BatchSource, step_generator
@@ -145,7 +145,6 @@ def entries(
 ) -> tuple[list[Entry], str]:
     """The models to benchmark (config entries that fit ``shape``, then the reference) and, when
     the reference is left out, why."""
-    from .profile_run import compatible
 
     specs = [cfg.model(m) for m in models] if models else list(cfg.models)
     out, note = [], ""
@@ -208,11 +207,6 @@ def kernel_ops_per_call(model: nn.Module, shape: Sequence[int], device: torch.de
     return Count.n
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class _Trainer:
     """One model's training steps under a variant, for throughput timing."""
 
@@ -237,11 +231,11 @@ class _Trainer:
         self.opt.step()
 
     def timed(self, steps: int) -> float:
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         for _ in range(steps):
             self.step()
-        _sync(self.device)
+        sync(self.device)
         return time.perf_counter() - t0
 
 
@@ -313,7 +307,7 @@ def _bench_train(models_, speed, variant, shape, bench, diffusion, device, flops
             trainers[e.name] = _Trainer(e, speed, shape, bench.train_batch, diffusion, device)
             tr = trainers[e.name]
             if device.type == "cuda":
-                _sync(device)
+                sync(device)
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
             t0 = time.perf_counter()
@@ -386,10 +380,10 @@ def _bench_inference(models_, speed, variant, shape, bench, diffusion, device, k
                 for name, den in denoisers.items():
                     if isinstance(results[name], str):
                         continue
-                    _sync(device)
+                    sync(device)
                     t0 = time.perf_counter()
                     out = sample(den, diffusion, spec, shape, seeds, device=device)
-                    _sync(device)
+                    sync(device)
                     results[name].append(time.perf_counter() - t0)
                     calls[name] = out.network_calls
             for e in models_:

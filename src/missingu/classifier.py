@@ -40,6 +40,8 @@ CLASSIFIER_FORMAT = "missingu.classifier/1"
 MIN_SIDE = 8
 #: Decoupled weight decay of AdamW (fixed; not worth a config key).
 WEIGHT_DECAY = 1e-2
+# The file `missingu train-classifier` writes beside the classifier (missingu.io.sidecars).
+SIDECARS = {"record": ".json"}
 
 
 @dataclass(frozen=True)

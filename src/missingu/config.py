@@ -224,3 +224,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             raise ConfigError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
         node[parts[-1]] = yaml.safe_load(raw)
     return data
+
+
+def derived_seed(seed: int, index: int) -> int:
+    """The seed of item ``index`` of a run seeded with ``seed``: ``seed * 1000003 + index`` (mod
+    2**63). Sample ``k`` of ``missingu sample`` and training step ``k`` draw from it, so neither
+    depends on the batch it falls in."""
+    return (seed * 1_000_003 + index) % (2**63)

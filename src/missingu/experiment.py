@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import torch
 
 from .bench import BenchConfig
-from .config import ConfigError, apply_overrides, build, load_yaml, positive
+from .config import ConfigError, apply_overrides, build, load_yaml, positive, to_dict
 from .data import DatasetSpec
-from .denoising import DenoiseConfig
+from .denoise import DenoiseConfig
 from .diffusion import DiffusionConfig
 from .evaluate import EvaluateConfig
 from .models import ModelSpec, check_image_size
-from .profiling import ProfileConfig
+from .profile import ProfileConfig
 from .samplers import SamplerSpec
 from .speed import SpeedConfig
 from .stepaware import StepAwareConfig
@@ -133,6 +133,18 @@ def _pick(entries: Sequence[E], name: str | None, key: str) -> E:
         if entry.name == name:
             return entry
     raise ConfigError(f"{key}: no entry named {name!r}; allowed: {', '.join(names) or '(none)'}")
+
+
+def run_meta(cfg: ExperimentConfig, dataset: str | None, model: str | None) -> dict[str, Any]:
+    """The plain-data description of a training run (model ``model`` on dataset ``dataset`` of
+    ``cfg``), stored in its checkpoints: what a checkpoint is, so a later command can rebuild the
+    network and a resume can tell whether the configuration changed."""
+    data, spec = cfg.dataset(dataset), cfg.model(model)
+    return {
+        "model_name": spec.name, "arch": spec.arch, "model": to_dict(spec.resolve()),
+        "dataset": data.name, "image_shape": [data.channels, data.size, data.size], "hflip": data.hflip,
+        "diffusion": to_dict(cfg.diffusion), "train": to_dict(cfg.train), "seed": cfg.seed,
+    }
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:

@@ -1,14 +1,16 @@
-"""Atomic file output: everything is written to a temporary file beside the target, then renamed."""
+"""Files: atomic output (everything is written to a temporary file beside the target, then renamed),
+torch files loaded without code, JSON, image grids and CSV rows."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 import pickle
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -90,3 +92,28 @@ def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> None
     nrow = nrow or max(1, math.ceil(n**0.5))
     grid_input = (images.float().clamp(-1, 1) + 1) / 2
     atomic_write(path, lambda fh: save_image(grid_input, fh, nrow=nrow, padding=1, format="png"))
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a CSV as written by :func:`write_rows` (values kept as text, blanks dropped)."""
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
+def write_rows(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Write rows as CSV (atomic); columns in first-seen order, blanks where a row has none."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with atomic_open(path, "w") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def sidecars(out: str | Path, suffixes: Mapping[str, str]) -> dict[str, Path]:
+    """The files a command writes beside its main output ``out``: ``{name: out with its suffix
+    replaced by suffixes[name]}`` (``denoise.csv`` and ``.curves.csv`` -> ``denoise.curves.csv``).
+    Each stage states its ``SIDECARS`` once; its command's defaults and its rule's outputs use them."""
+    out = Path(out)
+    return {name: out.with_suffix(suffix) for name, suffix in suffixes.items()}

@@ -27,6 +27,8 @@ from .diffusion import Denoiser, Diffusion
 from .models.ode_block import EVALS_PER_STEP, FIXED_STEP_SOLVERS, SOLVERS
 
 Callback = Callable[[dict[str, Any]], None] | None
+# The file `missingu sample` writes beside its samples (missingu.io.sidecars).
+SIDECARS = {"summary": ".json"}
 
 
 class SampleNoise:

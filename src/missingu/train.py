@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import __version__, distributed
-from .config import ConfigError, in_range, positive
+from .config import ConfigError, derived_seed, in_range, positive
 from .data import to_model_range
 from .diffusion import Diffusion
 from .io import InputFileError, atomic_open, load_torch, save_json, save_torch
@@ -105,7 +105,7 @@ class EMA:
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The CPU generator that supplies all randomness of training step ``step``."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+    return torch.Generator().manual_seed(derived_seed(seed, step))
 
 
 def draw_batch(

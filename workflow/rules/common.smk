@@ -24,7 +24,7 @@ try:
     from missingu.config import ConfigError
     from missingu.experiment import parse_experiment
     from missingu.weights import DEFAULT_TORCH_HOME
-    from missingu.denoising import matched_step
+    from missingu.denoise import matched_step
     from missingu.diffusion import Diffusion
     from missingu.samplers import expected_calls
 except ModuleNotFoundError as err:
@@ -425,7 +425,9 @@ def efficiency_parameters(wildcards):
 def denoising_parameters(wildcards):
     """Papermill parameters of the denoising notebook, as shell-quoted JSON."""
     params = {
-        "runs": _records(("dataset", "model"), summary=rules.denoise.output.summary),
+        "runs": _records(("dataset", "model"), summary=rules.denoise.output.summary,
+                         curves=rules.denoise.output.curves, images=rules.denoise.output.images,
+                         examples=rules.denoise.output.examples),
         "claims_yaml": os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
         "tables_dir": "results/tables",
         "figures_dir": "results/figures",

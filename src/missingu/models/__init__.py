@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,15 @@ def check_image_size(config: UNetConfig | CUNetConfig, image_size: int) -> None:
         )
 
 
+def compatible(config: UNetConfig | CUNetConfig | DDPMUNetConfig, shape: Sequence[int]) -> bool:
+    """Whether a model config can take square ``(C, H, W)`` inputs (enough halvings of the image size)."""
+    try:
+        check_image_size(config, shape[1])
+    except ConfigError:
+        return False
+    return shape[1] == shape[2]
+
+
 def build_model(
     arch: str, config: UNetConfig | CUNetConfig, channels: int, image_size: int
 ) -> nn.Module:
@@ -138,5 +147,5 @@ def model_from_spec(spec: ModelSpec, channels: int, image_size: int) -> nn.Modul
 
 __all__ = [
     "ARCHITECTURES", "CUNet", "CUNetConfig", "DDPMUNet", "DDPMUNetConfig", "ModelSpec", "UNet", "UNetConfig",
-    "build_model", "check_image_size", "model_from_meta", "model_from_spec",
+    "build_model", "check_image_size", "compatible", "model_from_meta", "model_from_spec",
 ]

@@ -1,31 +1,44 @@
-"""A whole efficiency profile: which rows to measure, in what order, and keeping every row.
+"""The efficiency profile (``missingu profile``): parameters, FLOPs, ODE evaluations, latency,
+sampling time and training memory of every model at every input shape, cU-Net ablations beside.
 
 A profile is a list of jobs, one per (input shape, model, variant). Each measured row is
 appended at once to a journal (``<out>.partial.jsonl``, one JSON line per row with a key that
 hashes everything the row depends on: model config, shape, profile settings, trained weights,
 device, torch and package version). A run cut short keeps its rows; run again, it measures only
 the jobs whose key is not in the journal. ``models`` and ``shapes`` restrict a run to part of
-the profile, and ``merge`` keeps the rows of an earlier part in the same CSV.
+the profile, and ``merge`` keeps the rows of an earlier part in the same CSV. The measurements
+themselves are :mod:`missingu.measure`'s.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import __version__
-from .config import ConfigError, to_dict
+from .config import ConfigError, positive, to_dict
 from .diffusion import Diffusion
 from .io import InputFileError, atomic_open
-from .models import CUNetConfig, check_image_size
-from .profiling import cunet_ablations, environment, format_shape, profile_model
+from .measure import (
+    call_latency,
+    count_parameters,
+    environment,
+    format_shape,
+    measure_call,
+    sample_latency,
+    train_step_memory,
+    weights_fit,
+)
+from .models import CUNetConfig, build_model, compatible
+from .samplers import SamplerSpec
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +47,107 @@ Row = dict[str, Any]
 ROW_IDENTITY = ("device_name", "dataset", "model", "variant", "shape")  # a row measured again replaces this one
 
 
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What ``missingu profile`` measures. ``shapes`` are extra (C, H, W) inputs besides each
+    dataset's; ``batch_sizes`` for per-call latency; ``sample_batch`` images for full-sample
+    latency with each of ``samplers``; ``memory_batch`` for training-step memory; ``ablations``
+    adds cU-Net variants (parameters, FLOPs, NFE and latency at the first batch size)."""
+
+    shapes: tuple[tuple[int, int, int], ...] = ()
+    batch_sizes: tuple[int, ...] = (1, 64)
+    warmup: int = 3
+    repeats: int = 20
+    sample_batch: int = 8
+    samplers: tuple[SamplerSpec, ...] = field(default_factory=lambda: (
+        SamplerSpec("ddpm", "ddpm"),
+        SamplerSpec("ddim50", "ddim", steps=50),
+        SamplerSpec("pf_ode", "pf_ode", method="dopri5", rtol=1e-5, atol=1e-5),
+    ))
+    memory_batch: int = 8
+    ablations: bool = True
+
+    def __post_init__(self) -> None:
+        for i, s in enumerate(self.shapes):
+            for j, v in enumerate(s):
+                positive(v, f"shapes[{i}][{j}]")
+        if not self.batch_sizes:
+            raise ConfigError("batch_sizes: needs at least one batch size")
+        for i, b in enumerate(self.batch_sizes):
+            positive(b, f"batch_sizes[{i}]")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup: must be zero or positive, got {self.warmup}")
+        for key in ("repeats", "sample_batch", "memory_batch"):
+            positive(getattr(self, key), key)
+
+
+def cunet_ablations(config: CUNetConfig) -> dict[str, CUNetConfig]:
+    """The cU-Net variants of the efficiency study, derived from one cU-Net config."""
+    return {
+        "augmented_first_order": replace(config, dynamics="augmented_first_order"),
+        "no_attention": replace(config, attention=("none",) * len(config.channels)),
+        "rk4_1": replace(config, solver="rk4", solver_steps=1),
+        "rk4_2": replace(config, solver="rk4", solver_steps=2),
+        "rk4_4": replace(config, solver="rk4", solver_steps=4),
+        "euler_4": replace(config, solver="euler", solver_steps=4),
+        "dopri5": replace(config, solver="dopri5"),
+        "no_time_conditioning": replace(config, time_conditioning=False),
+    }
+
+
+def profile_model(
+    arch: str,
+    config: Any,
+    shape: tuple[int, int, int],
+    cfg: ProfileConfig,
+    device: torch.device,
+    *,
+    state_dict: dict | None = None,
+    diffusion: Diffusion | None = None,
+    full: bool = True,
+) -> dict[str, Any]:
+    """One row of measurements for a model config at an input shape. ``state_dict`` is loaded
+    when its names and shapes fit the model (an ablation variant with other layers keeps its
+    initial weights; the row's ``weights`` column says which). ``full=False`` (ablation rows)
+    skips sampling, memory and all but the first batch size."""
+    model = build_model(arch, config, shape[0], shape[1]).to(device)
+    trained = state_dict is not None and weights_fit(model, state_dict)
+    if trained:
+        model.load_state_dict(state_dict)
+    cost = measure_call(model, shape)
+    row: dict[str, Any] = {
+        "shape": format_shape(shape),
+        "weights": "trained" if trained else "init",
+        "params_total": count_parameters(model),
+        "params_trainable": count_parameters(model, trainable_only=True),
+        "flops_per_call": cost.flops, "macs_per_call": int(cost.macs), "ode_evals_per_call": cost.nfe,
+    }
+    for batch in cfg.batch_sizes if full else cfg.batch_sizes[:1]:
+        seconds = call_latency(model, shape, batch, cfg.warmup, cfg.repeats)
+        row[f"latency_ms_b{batch}"] = seconds * 1000
+        row[f"images_per_s_b{batch}"] = batch / seconds
+    if not full:
+        return row
+    diffusion = (diffusion or Diffusion()).to(device)
+    for spec in cfg.samplers:
+        seconds, calls, evals = sample_latency(model, diffusion, spec, shape, cfg.sample_batch)
+        row[f"sample_s_{spec.name}"] = seconds
+        row[f"sample_calls_{spec.name}"] = calls
+    row["train_step_mib"] = train_step_memory(arch, config, shape, cfg.memory_batch, device)
+    if isinstance(config, CUNetConfig):
+        adjoint = replace(config, adjoint=not config.adjoint)
+        key = "train_step_mib_adjoint" if not config.adjoint else "train_step_mib_no_adjoint"
+        row[key] = train_step_memory(arch, adjoint, shape, cfg.memory_batch, device)
+    return row
+
+
+
 def parse_shape(text: str) -> Shape:
     """``"3x64x64"`` -> ``(3, 64, 64)``."""
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ConfigError(f"--shapes: {text!r} is not a shape; write CxHxW, e.g. 3x64x64")
     return (int(parts[0]), int(parts[1]), int(parts[2]))
-
-
-def compatible(config: Any, shape: Shape) -> bool:
-    """Whether a model config can take ``shape`` (enough halvings of the image size)."""
-    try:
-        check_image_size(config, shape[1])
-    except ConfigError:
-        return False
-    return shape[1] == shape[2]
 
 
 @dataclass(frozen=True)
@@ -210,12 +309,6 @@ def run_profile(
     return rows
 
 
-def read_rows(path: str | Path) -> list[Row]:
-    """Rows of a profile CSV as written by :func:`write_rows` (values kept as text)."""
-    with open(path, newline="") as fh:
-        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
-
-
 def merge_rows(earlier: Sequence[Row], rows: Sequence[Row]) -> list[Row]:
     """``earlier`` rows that ``rows`` does not measure again (same device, dataset, model,
     variant and shape), followed by ``rows``."""
@@ -225,13 +318,3 @@ def merge_rows(earlier: Sequence[Row], rows: Sequence[Row]) -> list[Row]:
     measured = {identity(r) for r in rows}
     return [r for r in earlier if identity(r) not in measured] + list(rows)
 
-
-def write_rows(rows: Sequence[Row], path: str | Path) -> None:
-    """Write profile rows as CSV (atomic); columns in first-seen order, blanks where a row has none."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    with atomic_open(path, "w") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)

@@ -38,6 +38,8 @@ Reverse = Literal["ddpm", "posterior_mean", "ddim"]
 REVERSE = ("ddpm", "posterior_mean", "ddim")
 PROTOCOLS = ("matched", "sweep")
 METRICS = ("psnr", "ssim", "lpips")
+# Files `missingu denoise` writes beside its summary CSV (missingu.io.sidecars).
+SIDECARS = {"curves": ".curves.csv", "images": ".images.csv", "examples": ".examples.pt", "record": ".json"}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import yaml
 
 from missingu.cli import main
 from missingu.config import ConfigError
-from missingu.denoising import DenoiseConfig, Scorer, matched_step, reverse_chain, run_denoising, summary_rows
+from missingu.denoise import DenoiseConfig, Scorer, matched_step, reverse_chain, run_denoising, summary_rows
 from missingu.diffusion import Diffusion, DiffusionConfig
 from missingu.experiment import parse_experiment
 from test_pipeline import ROOT

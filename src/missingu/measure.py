@@ -1,4 +1,6 @@
-"""Measured model cost: parameters, FLOPs, ODE evaluations, latency, sampling time, memory.
+"""Measuring a network: parameters, FLOPs, ODE evaluations, latency, sampling time, memory, and
+the device a measurement ran on. Shared by the efficiency stage (profile, bench), the step-aware
+study (FLOPs per network) and the denoising task (the device stamped on its rows).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts matmuls and
 convolutions (2 FLOPs per multiply-accumulate) and follows every ODE-function evaluation
@@ -17,16 +19,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, build, positive, to_dict
+from .config import build, to_dict
 from .diffusion import Diffusion, DiffusionConfig
-from .models import ARCHITECTURES, CUNetConfig, build_model
+from .models import ARCHITECTURES, build_model
 from .samplers import SamplerSpec, sample
 
 
@@ -72,7 +74,7 @@ def measure_call(model: nn.Module, shape: Sequence[int], batch: int = 1, t: floa
     return CallCost(int(counter.get_total_flops()), None if nfe is None else int(nfe))
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -81,7 +83,7 @@ def time_fn(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: i
     """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -115,10 +117,10 @@ def sample_latency(
     model.eval()
     with torch.no_grad():
         model(*_inputs(model, shape, batch))
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     out = sample(model, diffusion, spec, shape, range(seed, seed + batch), device=device)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - t0, out.network_calls, out.ode_evaluations
 
 
@@ -151,7 +153,7 @@ def train_step_memory(arch: str, config: Any, shape: Sequence[int], batch: int, 
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     job = json.dumps({"arch": arch, "config": to_dict(config), "shape": list(shape), "batch": batch,
                       "threads": torch.get_num_threads()})
-    proc = subprocess.run([sys.executable, "-m", "missingu.profiling", job], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "missingu.measure", job], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"memory measurement subprocess failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])["step_mib"]
@@ -186,54 +188,6 @@ def _memory_worker(job: dict) -> None:
     print(json.dumps({"step_mib": (peak - before) / 1024, "peak_rss_mib": peak / 1024}))
 
 
-@dataclass(frozen=True)
-class ProfileConfig:
-    """What ``missingu profile`` measures. ``shapes`` are extra (C, H, W) inputs besides each
-    dataset's; ``batch_sizes`` for per-call latency; ``sample_batch`` images for full-sample
-    latency with each of ``samplers``; ``memory_batch`` for training-step memory; ``ablations``
-    adds cU-Net variants (parameters, FLOPs, NFE and latency at the first batch size)."""
-
-    shapes: tuple[tuple[int, int, int], ...] = ()
-    batch_sizes: tuple[int, ...] = (1, 64)
-    warmup: int = 3
-    repeats: int = 20
-    sample_batch: int = 8
-    samplers: tuple[SamplerSpec, ...] = field(default_factory=lambda: (
-        SamplerSpec("ddpm", "ddpm"),
-        SamplerSpec("ddim50", "ddim", steps=50),
-        SamplerSpec("pf_ode", "pf_ode", method="dopri5", rtol=1e-5, atol=1e-5),
-    ))
-    memory_batch: int = 8
-    ablations: bool = True
-
-    def __post_init__(self) -> None:
-        for i, s in enumerate(self.shapes):
-            for j, v in enumerate(s):
-                positive(v, f"shapes[{i}][{j}]")
-        if not self.batch_sizes:
-            raise ConfigError("batch_sizes: needs at least one batch size")
-        for i, b in enumerate(self.batch_sizes):
-            positive(b, f"batch_sizes[{i}]")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup: must be zero or positive, got {self.warmup}")
-        for key in ("repeats", "sample_batch", "memory_batch"):
-            positive(getattr(self, key), key)
-
-
-def cunet_ablations(config: CUNetConfig) -> dict[str, CUNetConfig]:
-    """The cU-Net variants of the efficiency study, derived from one cU-Net config."""
-    return {
-        "augmented_first_order": replace(config, dynamics="augmented_first_order"),
-        "no_attention": replace(config, attention=("none",) * len(config.channels)),
-        "rk4_1": replace(config, solver="rk4", solver_steps=1),
-        "rk4_2": replace(config, solver="rk4", solver_steps=2),
-        "rk4_4": replace(config, solver="rk4", solver_steps=4),
-        "euler_4": replace(config, solver="euler", solver_steps=4),
-        "dopri5": replace(config, solver="dopri5"),
-        "no_time_conditioning": replace(config, time_conditioning=False),
-    }
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     """Device name, torch version and threads: stamped on every row."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
@@ -260,51 +214,6 @@ def weights_fit(model: nn.Module, state_dict: dict) -> bool:
     return own.keys() == state_dict.keys() and all(own[k].shape == v.shape for k, v in state_dict.items())
 
 
-def profile_model(
-    arch: str,
-    config: Any,
-    shape: tuple[int, int, int],
-    cfg: ProfileConfig,
-    device: torch.device,
-    *,
-    state_dict: dict | None = None,
-    diffusion: Diffusion | None = None,
-    full: bool = True,
-) -> dict[str, Any]:
-    """One row of measurements for a model config at an input shape. ``state_dict`` is loaded
-    when its names and shapes fit the model (an ablation variant with other layers keeps its
-    initial weights; the row's ``weights`` column says which). ``full=False`` (ablation rows)
-    skips sampling, memory and all but the first batch size."""
-    model = build_model(arch, config, shape[0], shape[1]).to(device)
-    trained = state_dict is not None and weights_fit(model, state_dict)
-    if trained:
-        model.load_state_dict(state_dict)
-    cost = measure_call(model, shape)
-    row: dict[str, Any] = {
-        "shape": format_shape(shape),
-        "weights": "trained" if trained else "init",
-        "params_total": count_parameters(model),
-        "params_trainable": count_parameters(model, trainable_only=True),
-        "flops_per_call": cost.flops, "macs_per_call": int(cost.macs), "ode_evals_per_call": cost.nfe,
-    }
-    for batch in cfg.batch_sizes if full else cfg.batch_sizes[:1]:
-        seconds = call_latency(model, shape, batch, cfg.warmup, cfg.repeats)
-        row[f"latency_ms_b{batch}"] = seconds * 1000
-        row[f"images_per_s_b{batch}"] = batch / seconds
-    if not full:
-        return row
-    diffusion = (diffusion or Diffusion()).to(device)
-    for spec in cfg.samplers:
-        seconds, calls, evals = sample_latency(model, diffusion, spec, shape, cfg.sample_batch)
-        row[f"sample_s_{spec.name}"] = seconds
-        row[f"sample_calls_{spec.name}"] = calls
-    row["train_step_mib"] = train_step_memory(arch, config, shape, cfg.memory_batch, device)
-    if isinstance(config, CUNetConfig):
-        adjoint = replace(config, adjoint=not config.adjoint)
-        key = "train_step_mib_adjoint" if not config.adjoint else "train_step_mib_no_adjoint"
-        row[key] = train_step_memory(arch, adjoint, shape, cfg.memory_batch, device)
-    return row
 
-
-if __name__ == "__main__":  # the memory subprocess: python -m missingu.profiling JOB_JSON
+if __name__ == "__main__":  # the memory subprocess: python -m missingu.measure JOB_JSON
     _memory_worker(json.loads(sys.argv[1]))

@@ -1,0 +1,129 @@
+"""``missingu`` command line: one command per pipeline step, explicit paths, one config file.
+
+    missingu prepare-data --config C --dataset D --split train --out data.pt
+    missingu train        --config C --dataset D --model M --out-dir DIR [--data data.pt]
+    missingu sample       --config C --checkpoint DIR/ema.pt --sampler S --out samples.pt [--grid g.png]
+                          [--strategy s.yaml --mix cunet=ema.pt]
+    missingu info         --config C [--dataset D] [--model M]
+    missingu profile      --config C --out efficiency.csv [--checkpoint D/M=ema.pt ...] [--models M,..]
+                          [--shapes 3x64x64,..] [--merge]
+    missingu bench        --config C --out bench.csv [--models M,..] [--variants eager,autocast+compile,..]
+                          [--parts train,call,sample] [--peak-tflops 989]
+    missingu denoise      --config C --checkpoint DIR/ema.pt --data test.pt --out denoise.csv
+                          [--torch-home resources/torch_home]
+    missingu fetch-weights [--torch-home resources/torch_home] [--weights lpips_alex,inception]
+    missingu train-classifier --config C --data train.pt --test test.pt --out classifier.pt
+    missingu evaluate     --config C --samples S.pt --classifier classifier.pt --data train.pt --test test.pt
+                          --out quality.json [--torch-home resources/torch_home]
+    missingu stepaware    --config C --checkpoint ddsm=ema.pt [--checkpoint cunet=ema.pt] --classifier classifier.pt
+                          --data train.pt --test test.pt --out stepaware.csv
+    missingu claims       --claims-file config/paper_claims.yaml --table denoise=denoise_vs_claims.csv ...
+                          --out claims.csv
+
+``--config-json '{...}'`` gives the config inline instead of a file (the pipeline passes each
+step only the config entries it depends on, so Snakemake reruns exactly what changed).
+
+``--set key.sub=value`` overrides any config key (list entries by name:
+``--set models.unet.preset=tiny``). Errors in the config are reported before any work.
+
+Each command is a module of this package with ``HELP``, ``add_arguments(parser)`` and
+``run(args)``; :data:`COMMANDS` lists them. Options several commands share are defined once in
+:mod:`.options`. Files a command writes beside its ``--out`` (its sidecars) default to the names
+its stage's ``SIDECARS`` state, and each can be given explicitly, as the pipeline does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from .. import __version__
+from ..config import ConfigError
+from ..data import DatasetUnavailable
+from ..io import InputFileError
+from ..train import TrainingDiverged
+from . import (
+    bench,
+    claims,
+    denoise,
+    evaluate,
+    fetch_weights,
+    info,
+    prepare_data,
+    profile,
+    sample,
+    stepaware,
+    train,
+    train_classifier,
+)
+
+# Every command, by the name it is called with, in the order `missingu --help` lists them.
+COMMANDS: dict[str, ModuleType] = {
+    "prepare-data": prepare_data,
+    "train": train,
+    "sample": sample,
+    "profile": profile,
+    "bench": bench,
+    "stepaware": stepaware,
+    "denoise": denoise,
+    "train-classifier": train_classifier,
+    "evaluate": evaluate,
+    "fetch-weights": fetch_weights,
+    "info": info,
+    "claims": claims,
+}
+# Errors a user can fix (a config, an input file, a dataset or weights to stage): one line, exit 1.
+USER_ERRORS = (ConfigError, DatasetUnavailable, FileNotFoundError, InputFileError, TrainingDiverged)
+
+
+def _setup(args: argparse.Namespace) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if getattr(args, "log", None):
+        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(args.log))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``missingu`` parser: one subcommand per entry of :data:`COMMANDS`."""
+    ap = argparse.ArgumentParser(prog="missingu", description=__doc__.split("\n")[0])
+    ap.add_argument("--version", action="version", version=f"missingu {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        p = sub.add_parser(name, help=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(fn=module.run)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    args.argv = argv
+    for key in ("num_samples", "batch_size", "threads", "grid_size"):
+        value = getattr(args, key, None)
+        if value is not None and value <= 0:
+            print(f"missingu: error: --{key.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
+            return 2
+    _setup(args)
+    try:
+        code = args.fn(args)
+    except USER_ERRORS as err:
+        print(f"missingu: error: {err}", file=sys.stderr)
+        if getattr(args, "log", None):
+            with open(args.log, "a") as fh:
+                fh.write(f"missingu: error: {err}\n")
+        return 1
+    return code or 0
+
+
+__all__ = ["COMMANDS", "main", "parser"]

@@ -1,0 +1,5 @@
+"""``python -m missingu.cli ...``: the same as the ``missingu`` command."""
+
+from . import main
+
+raise SystemExit(main())

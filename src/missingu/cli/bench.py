@@ -1,0 +1,44 @@
+"""``missingu bench``: training images/s, FLOPs utilisation, memory and sampling latency (CSV)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..bench import BenchConfig, run_bench
+from ..config import build, to_dict
+from ..io import write_rows
+from . import options
+
+HELP = "training images/s, FLOPs utilisation, memory, sampling latency (CSV)"
+log = logging.getLogger("missingu")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    options.config(p)
+    p.add_argument("--out", required=True, type=Path, help="CSV, one row per model, variant, part and batch")
+    p.add_argument("--models", metavar="NAME,...", help="only these model entries (the reference follows the U-Net)")
+    p.add_argument("--variants", metavar="V,...",
+                   help="instead of bench.variants: eager, or speed switches joined by '+' (autocast+compile)")
+    p.add_argument("--parts", metavar="P,...", help="instead of bench.parts: train, call, sample")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for MFU")
+    options.device(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = options.experiment(args)
+    device = options.device_of(args, cfg)
+    changes = {k: tuple(options.names(v)) for k, v in (("variants", args.variants), ("parts", args.parts)) if v}
+    if args.peak_tflops is not None:
+        changes["peak_tflops"] = args.peak_tflops
+    bench = build(BenchConfig, {**to_dict(cfg.bench), **changes}, "bench")
+    log.info("benchmarking on %s: variants %s, parts %s", device, ", ".join(bench.variants), ", ".join(bench.parts))
+    rows = run_bench(cfg, bench, device, models=options.names(args.models),
+                     on_row=lambda so_far: write_rows(so_far, args.out))
+    write_rows(rows, args.out)
+    failed = [r for r in rows if str(r["status"]).startswith("failed")]
+    for r in failed:  # kept as rows (the table shows them), not a failed job
+        log.error("bench %s %s %s: %s", r["model"], r["variant"], r["part"], r["status"])
+    log.info("wrote %s (%d rows, %d failed, %s)", args.out, len(rows), len(failed), rows[0]["device_name"])
+    return 0

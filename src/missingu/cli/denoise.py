@@ -1,0 +1,87 @@
+"""``missingu denoise``: a trained model as a Gaussian denoiser of its dataset's test images."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..config import ConfigError, build, to_dict
+from ..data import load_imageset
+from ..denoise import SIDECARS, Curve, Scorer, curve_rows, image_rows, run_denoising, summary_rows
+from ..diffusion import Diffusion, DiffusionConfig
+from ..io import save_json, save_torch, sidecars, write_rows
+from ..measure import environment
+from ..models import model_from_meta
+from ..train import load_snapshot
+from ..weights import WeightsUnavailable
+from . import options
+
+HELP = "a trained model as a Gaussian denoiser: PSNR, SSIM, LPIPS per noise level"
+log = logging.getLogger("missingu")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    options.config(p)
+    p.add_argument("--checkpoint", required=True, type=Path, help="ema.pt written by train")
+    p.add_argument("--data", required=True, type=Path, help="prepared test split (prepare-data --split test)")
+    p.add_argument("--out", required=True, type=Path, help="summary CSV (protocol x sigma)")
+    for name, suffix in SIDECARS.items():
+        p.add_argument(f"--{name}", type=Path, help=f"default: OUT with {suffix}")
+    options.torch_home(p, "LPIPS")
+    options.device(p)
+    options.progress(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = options.experiment(args)
+    dc = cfg.denoise
+    blob = load_snapshot(args.checkpoint)
+    meta = blob["meta"]
+    device = options.device_of(args, cfg)
+    data = load_imageset(args.data)
+    if list(data.shape) != list(meta["image_shape"]):
+        raise ConfigError(f"--data {args.data} holds images of shape {data.shape}; the checkpoint's model "
+                          f"takes {tuple(meta['image_shape'])}")
+    model = model_from_meta(meta, blob["state_dict"]).to(device).eval()
+    diffusion = Diffusion(build(DiffusionConfig, meta["diffusion"], "diffusion"))
+    clean = data.images[: dc.num_images].float() / 255
+    lpips_model, lpips_note = None, "not computed: denoise.lpips is false"
+    if dc.lpips:
+        try:
+            from ..metrics import load_lpips
+
+            lpips_model, lpips_note = load_lpips(args.torch_home, device), None
+        except WeightsUnavailable as err:
+            lpips_note = str(err)
+            log.warning("LPIPS %s", lpips_note)
+    scorer = Scorer(data.shape[-1], lpips_model, lpips_note)
+    env = environment(device)
+    fixed = {"dataset": meta["dataset"], "model": meta["model_name"], "arch": meta["arch"],
+             "reverse": dc.reverse, "device": env["device"], "device_name": env["device_name"]}
+    log.info("denoising %d test images of %s with %s on %s: sigmas %s, protocols %s", len(clean), meta["dataset"],
+             meta["model_name"], device, list(dc.sigmas), list(dc.protocols))
+    start = time.perf_counter()
+
+    def report(curve: Curve) -> None:
+        psnr = curve.values["psnr"]
+        log.info("%s sigma %g from step %d: PSNR %.2f dB noisy, %.2f dB at step %d (%.4f s per image)",
+                 curve.protocol, curve.sigma, curve.t_start, psnr[0].mean(), psnr[curve.reported_step()].mean(),
+                 curve.reported_step(), curve.seconds_per_image)
+
+    curves, examples = run_denoising(model, diffusion, clean, dc, scorer, seed=cfg.seed, device=device,
+                                     progress=not args.no_progress, on_curve=report)
+    paths = {**sidecars(args.out, SIDECARS), **{k: getattr(args, k) for k in SIDECARS if getattr(args, k)}}
+    write_rows([r for c in curves for r in summary_rows([c], scorer.notes, **fixed)], args.out)
+    write_rows([r for c in curves for r in curve_rows(c, scorer.notes, **fixed)], paths["curves"])
+    write_rows([r for c in curves for r in image_rows(c, scorer.notes, **fixed)], paths["images"])
+    save_torch({"sigmas": list(examples), "examples": [examples[s] for s in examples], **fixed}, paths["examples"])
+    save_json({**fixed, "checkpoint": str(args.checkpoint), "data": str(args.data), "images": len(clean),
+               "denoise": to_dict(dc), "notes": scorer.notes, "seconds": time.perf_counter() - start,
+               "t_start": {f"{c.protocol}/{c.sigma}": c.t_start for c in curves},
+               "version": __version__, "torch": env["torch"], "threads": env["threads"]},
+              paths["record"])
+    log.info("wrote %s (+ %s) in %.1f s", args.out, ", ".join(str(p) for p in paths.values()),
+             time.perf_counter() - start)

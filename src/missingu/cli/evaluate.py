@@ -1,0 +1,75 @@
+"""``missingu evaluate``: sample quality of one set of samples (FID/KID, classifier Frechet distance)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..classifier import load_classifier
+from ..config import ConfigError, build
+from ..data import load_imageset, to_uint8
+from ..evaluate import evaluate_samples
+from ..io import InputFileError, load_torch, save_json, sidecars
+from ..samplers import SIDECARS, SamplerSpec, sampler_steps
+from . import options
+
+HELP = "sample quality: FID/KID and the classifier Frechet distance (JSON)"
+log = logging.getLogger("missingu")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    options.config(p)
+    p.add_argument("--samples", required=True, type=Path, help="samples (.pt) written by sample")
+    p.add_argument("--summary", type=Path, help="their sampling summary (default: SAMPLES with .json)")
+    p.add_argument("--classifier", required=True, type=Path, help="written by train-classifier")
+    p.add_argument("--data", required=True, type=Path, help="prepared train split (FID's reference)")
+    p.add_argument("--test", required=True, type=Path, help="prepared test split (the classifier distance's reference)")
+    p.add_argument("--out", required=True, type=Path, help="JSON with every score, the sampler's cost and the device")
+    options.torch_home(p, "Inception")
+    options.device(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = options.experiment(args)
+    device = options.device_of(args, cfg)
+    blob = load_torch(args.samples, what="samples written by `missingu sample` (images in [-1, 1])")
+    images = blob.get("images") if isinstance(blob, dict) else None
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise InputFileError(f"{args.samples} is not samples written by `missingu sample`")
+    summary_path = args.summary or sidecars(args.samples, SIDECARS)["summary"]
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path} (the sampling summary of {args.samples}) does not exist")
+    summary = json.loads(summary_path.read_text())
+    classifier, record = load_classifier(args.classifier, device)
+    train, test = load_imageset(args.data), load_imageset(args.test)
+    samples = to_uint8(images)
+    if tuple(samples.shape[1:]) != train.shape:
+        raise ConfigError(f"--samples {args.samples} holds images of shape {tuple(samples.shape[1:])}; the dataset's "
+                          f"are {train.shape}")
+    meta = blob.get("model", {})
+    log.info("evaluating %d samples of %s (%s) on %s", len(samples), meta.get("model_name"), summary["sampler"]["name"],
+             device)
+    start = time.perf_counter()
+    scores = evaluate_samples(samples, train, test, classifier, record, cfg.evaluate, torch_home=args.torch_home,
+                              seed=cfg.seed, device=device)
+    sampler = summary["sampler"]
+    out = {
+        "dataset": meta.get("dataset"), "model": meta.get("model_name"), "arch": meta.get("arch"),
+        "sampler": sampler["name"], "kind": sampler["kind"],
+        "steps": sampler_steps(build(SamplerSpec, sampler, "sampler"), meta.get("diffusion", {}).get("timesteps")),
+        "network_calls": summary["network_calls_per_batch"], "num_samples": summary["num_samples"],
+        "seconds_per_image": summary["seconds"] / summary["num_samples"], "device": summary["device"],
+        "classifier_accuracy": record.get("test_accuracy") if record.get("test_accuracy") is not None
+        else record.get("holdout_accuracy"),
+        **scores, "samples": str(args.samples), "evaluate_seconds": time.perf_counter() - start,
+        "evaluate_device": str(device), "version": __version__,
+    }
+    save_json(out, args.out)
+    log.info("wrote %s: classifier FD %.4g (real vs real %.4g), FID %s", args.out, out["classifier_fd"],
+             out["classifier_fd_real"], out["fid"])

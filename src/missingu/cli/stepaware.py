@@ -1,0 +1,116 @@
+"""``missingu stepaware``: the step-aware study (DDSM) of a slimmable model: baselines, a search, random strategies."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..classifier import load_classifier
+from ..config import ConfigError, build, to_dict
+from ..data import load_imageset
+from ..diffusion import Diffusion, DiffusionConfig
+from ..io import InputFileError, save_json, sidecars, write_rows
+from ..models import model_from_meta
+from ..stepaware import SIDECARS, run_study
+from ..strategies import Strategy, label
+from ..train import load_snapshot
+from . import options
+
+HELP = "step-aware sampling: baselines and an evolutionary search (DDSM)"
+log = logging.getLogger("missingu")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    options.config(p)
+    p.add_argument("--checkpoint", action="append", metavar="MODEL=PATH",
+                   help="ema.pt of stepaware.model and of each stepaware.mix model (repeatable)")
+    p.add_argument("--classifier", type=Path, help="classifier.pt (train-classifier), for quality: classifier")
+    p.add_argument("--data", required=True, type=Path, help="prepared train split")
+    p.add_argument("--test", required=True, type=Path, help="prepared test split")
+    p.add_argument("--out", required=True, type=Path, help="CSV, one row per evaluated strategy")
+    for name, suffix in SIDECARS.items():
+        p.add_argument(f"--{name}", type=Path, help=f"default: OUT with {suffix}")
+    options.torch_home(p, "Inception (for stepaware.quality: fid)")
+    options.device(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = options.experiment(args)
+    sa = cfg.stepaware
+    if not sa.model:
+        raise ConfigError("stepaware.model: empty; name the slimmable model entry to study")
+    device = options.device_of(args, cfg)
+    checkpoints = dict(options.pairs(args.checkpoint or [], "--checkpoint", "MODEL=PATH"))
+    wanted = [sa.model, *sa.mix]
+    missing = [m for m in wanted if m not in checkpoints]
+    if missing:
+        raise ConfigError(f"--checkpoint: give {', '.join(f'{m}=ema.pt' for m in missing)} (stepaware.model and "
+                          f"stepaware.mix need trained weights)")
+    models = {}
+    for name in wanted:
+        blob = load_snapshot(checkpoints[name])
+        if blob["meta"].get("model_name") != name:
+            raise InputFileError(f"--checkpoint {name}={checkpoints[name]}: it holds model "
+                                 f"{blob['meta'].get('model_name')!r}, not {name!r}")
+        models[name] = (model_from_meta(blob["meta"], blob["state_dict"]).to(device), blob["meta"])
+    slim, meta = models.pop(sa.model)
+    diffusion = Diffusion(build(DiffusionConfig, meta["diffusion"], "diffusion")).to(device)
+    shape = tuple(meta["image_shape"])
+    spec = cfg.sampler(sa.sampler)
+    train, test = load_imageset(args.data), load_imageset(args.test)
+    record: dict = {"settings": to_dict(sa), "sampler": to_dict(spec), "device": str(device), "version": __version__}
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if sa.quality == "classifier":
+        if args.classifier is None:
+            raise ConfigError("--classifier: stepaware.quality is classifier; give the classifier.pt of "
+                              "`missingu train-classifier`")
+        from ..classifier import extract_features
+        from ..evaluate import classifier_reference
+        from ..metrics.frechet import frechet_distance_features
+
+        classifier, crecord = load_classifier(args.classifier, device)
+        reference, pool, name = classifier_reference(train, test, crecord)
+        ref_features = extract_features(classifier, reference.to(device))
+
+        def score(images: torch.Tensor) -> float:
+            return frechet_distance_features(ref_features, extract_features(classifier, images.to(device)))
+
+        real = pool[torch.randperm(len(pool), generator=gen)[: sa.samples]]
+        record.update(quality="classifier Frechet distance", reference=name, quality_floor=score(real))
+    else:
+        from ..metrics.fid import fidelity_metrics
+
+        chosen = train.images[torch.randperm(len(train), generator=gen)[: cfg.evaluate.reference_images]]
+
+        def score(images: torch.Tensor) -> float:
+            return float(fidelity_metrics(images, chosen, args.torch_home, device=device)["fid"])
+
+        record.update(quality="FID", reference="train split", quality_floor=None)
+    log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search", sa.model, device, spec.name,
+             sa.samples, sa.objective)
+    paths = {**sidecars(args.out, SIDECARS), **{k: getattr(args, k) for k in SIDECARS if getattr(args, k)}}
+    start = time.perf_counter()
+
+    def write(rows: list[dict]) -> None:
+        write_rows([{k: v for k, v in r.items() if k != "steps"} | {"quality_floor": record["quality_floor"]}
+                    for r in rows], args.out)
+
+    rows, history, networks = run_study(slim, {n: m for n, (m, _) in models.items()}, diffusion, spec, shape, score,
+                                        sa, device=device, on_row=write, log=log.info)
+    write(rows)
+    write_rows(history, paths["history"])
+    chosen_rows = [r for r in rows if r["kind"] != "candidate"]
+    save_json({r["strategy"]: Strategy(r["steps"]).to_data() for r in chosen_rows},
+              paths["strategies"])
+    searched = next(r for r in rows if r["kind"] == "search")
+    Strategy(searched["steps"]).save(paths["strategy"])
+    record.update(networks={label(c): {"gflops_per_call": n.flops / 1e9} for c, n in networks.items()},
+                  seconds=time.perf_counter() - start, model=meta, evaluations=len(rows))
+    save_json(record, paths["record"])
+    log.info("wrote %s: searched strategy %.4g GFLOPs per call (%.0f%% saved), quality %.4g", args.out,
+             searched["mean_gflops"], 100 * searched["saving"], searched["quality"])
