@@ -5,6 +5,7 @@
 
 import os
 
+import yaml
 from snakemake.utils import min_version
 
 min_version("8.20")
@@ -16,14 +17,21 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 report: "workflow/report/workflow.rst"
 
 
+# The stages, in order (workflow/stages.yaml says what files each one has): each includes its
+# own rules; the analysis notebooks of those that have one become rules in notebooks.smk.
+with open(os.path.join(workflow.basedir, "workflow", "stages.yaml")) as _fh:
+    STAGES = yaml.safe_load(_fh)
+
+
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/sample.smk"
-include: "workflow/rules/profile.smk"
-include: "workflow/rules/denoise.smk"
-include: "workflow/rules/quality.smk"
-include: "workflow/rules/stepaware.smk"
+include: "workflow/rules/resources.smk"
+
+
+for _stage in STAGES:
+
+    include: f"workflow/rules/{_stage}.smk"
+
+
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/report.smk"
 
@@ -36,4 +44,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
-        "results/report.html",
+        rules.report.output,

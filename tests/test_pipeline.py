@@ -17,6 +17,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [ROOT / "config" / name for name in ("config.yaml", "paper.yaml", "photos.yaml", "smoke.yaml")]
+STAGES = yaml.safe_load((ROOT / "workflow/stages.yaml").read_text())
+STAGE_NOTEBOOKS = [name for name, stage in STAGES.items() if stage["notebook"]]
 
 
 def snakemake_command(workdir: Path, *args: str) -> list[str]:
@@ -166,7 +168,8 @@ def smoke_run(tmp_path_factory):
 
 def test_end_to_end_outputs_exist(smoke_run):
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
-    expected = ["results/notebooks/results.ipynb", "results/notebooks/results.html",
+    expected = ["results/notebooks/train.ipynb", "results/notebooks/train.html",
+                "results/notebooks/sample.ipynb", "results/notebooks/sample.html",
                 "results/tables/training.csv", "results/tables/training.md",
                 "results/tables/sampling.csv", "results/tables/sampling.md",
                 "results/figures/loss_curves.png", "results/figures/samples_digits.png",
@@ -175,6 +178,7 @@ def test_end_to_end_outputs_exist(smoke_run):
                 "results/tables/efficiency_vs_claims.csv", "results/tables/efficiency_vs_claims.md",
                 "results/figures/efficiency_vs_claims.png", "benchmarks/profile/efficiency.tsv",
                 "results/profile/bench.csv", "results/tables/bench.csv", "results/tables/bench.md",
+                "results/tables/claims.csv", "results/tables/claims.md",
                 "results/report.html", "benchmarks/report/report.tsv"]
     for model in cfg["models"]:
         run = f"results/train/digits/{model['name']}"
@@ -190,7 +194,7 @@ def test_end_to_end_outputs_exist(smoke_run):
     assert len(table) == 1 + len(cfg["models"]) * len(cfg["samplers"])
 
 
-@pytest.mark.parametrize("name", ["results", "efficiency"])
+@pytest.mark.parametrize("name", STAGE_NOTEBOOKS)
 def test_executed_notebooks_have_no_error(smoke_run, name):
     nb = json.loads((smoke_run / f"results/notebooks/{name}.ipynb").read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -205,7 +209,7 @@ def test_report_rule_collects_figures_and_tables(smoke_run):
     html = (smoke_run / "results/report.html").read_text(errors="replace")
     assert "Report created." in (smoke_run / "logs/report/report.log").read_text()
     for name in ("loss_curves.png", "samples_digits.png", "training.csv", "sampling.csv", "efficiency.csv",
-                 "efficiency_vs_claims.csv", "efficiency_vs_claims.png"):
+                 "efficiency_vs_claims.csv", "efficiency_vs_claims.png", "denoise.csv", "claims.csv"):
         assert name in html
 
 
@@ -243,9 +247,8 @@ def _edit_evaluate(c):
     c["evaluate"] = {**c.get("evaluate", {}), "kid_subset_size": 50}
 
 
-END = {"report": 1, "all": 1}
-NOTEBOOKS = {"results_notebook": 1, "efficiency_notebook": 1, "denoising_notebook": 1, "quality_notebook": 1,
-             "stepaware_notebook": 1, "notebook_html": 5}
+END = {"claims": 1, "report": 1, "all": 1}  # every stage's claims end in the one claims table
+NOTEBOOKS = {f"{name}_notebook": 1 for name in STAGE_NOTEBOOKS} | {"notebook_html": len(STAGE_NOTEBOOKS)}
 # the step-aware study (smoke: model slim, mix cunet, sampler ddim10) and its notebook
 STUDY = {"stepaware": 1, "stepaware_notebook": 1}
 EVERYTHING = {"train": 3, "sample": 9, "denoise": 3, "train_classifier": 1, "evaluate": 9, "profile": 1, "bench": 1,
@@ -255,15 +258,15 @@ RERUN_SCOPE = [
      {"train": 1, "sample": 3, "denoise": 1, "evaluate": 3, "profile": 1, "bench": 1, "stepaware": 1, **NOTEBOOKS,
       **END}),
     ("sampler", _edit_sampler,  # ddim10: also the study's sampler
-     {"sample": 3, "evaluate": 3, "results_notebook": 1, "quality_notebook": 1, "notebook_html": 3, **STUDY, **END}),
-    ("profile", _edit_profile,  # the quality notebook holds the one claims table
-     {"profile": 1, "efficiency_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+     {"sample": 3, "evaluate": 3, "sample_notebook": 1, "quality_notebook": 1, "notebook_html": 3, **STUDY, **END}),
+    ("profile", _edit_profile,
+     {"profile": 1, "efficiency_notebook": 1, "notebook_html": 1, **END}),
     ("bench", lambda c: c.update(bench={"rounds": 3}),
-     {"bench": 1, "efficiency_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+     {"bench": 1, "efficiency_notebook": 1, "notebook_html": 1, **END}),
     ("stepaware", lambda c: c["stepaware"].update(generations=3),
-     {**STUDY, "quality_notebook": 1, "notebook_html": 2, **END}),
+     {**STUDY, "notebook_html": 1, **END}),
     ("denoise", _edit_denoise,
-     {"denoise": 3, "denoising_notebook": 1, "quality_notebook": 1, "notebook_html": 2, **END}),
+     {"denoise": 3, "denoise_notebook": 1, "notebook_html": 1, **END}),
     ("evaluate", _edit_evaluate,  # the classifier is the study's quality measure too
      {"train_classifier": 1, "evaluate": 9, "quality_notebook": 1, "notebook_html": 2, **STUDY, **END}),
     ("seed", lambda c: c.update(seed=1), EVERYTHING),
@@ -280,18 +283,18 @@ def test_an_edit_reruns_only_what_depends_on_it(smoke_run, tmp_path, what, edit,
 
 def test_failed_notebook_leaves_its_executed_copy_in_logs(smoke_run):
     # a sampling summary the notebook cannot read makes it fail
-    bad = smoke_run / "results/samples/digits/unet/ddpm.json"
+    bad = smoke_run / "results/samples/digits/unet/ddpm.json"  # read by the sample notebook
     original = bad.read_text()
     try:
         bad.write_text("{}")
         os.utime(bad, None)
-        proc = snakemake(smoke_run, "results/notebooks/results.ipynb", "--cores", "1",
-                         "--configfile", str(ROOT / "config/smoke.yaml"), "--forcerun", "results_notebook")
+        proc = snakemake(smoke_run, "results/notebooks/sample.ipynb", "--cores", "1",
+                         "--configfile", str(ROOT / "config/smoke.yaml"), "--forcerun", "sample_notebook")
         assert proc.returncode != 0
-        executed = json.loads((smoke_run / "logs/notebooks/results.ipynb").read_text())
+        executed = json.loads((smoke_run / "logs/notebooks/sample.ipynb").read_text())
         errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert errors and errors[0]["ename"] == "KeyError"
-        assert not (smoke_run / "results/notebooks/results.ipynb").exists()
+        assert not (smoke_run / "results/notebooks/sample.ipynb").exists()
     finally:
         bad.write_text(original)
 
@@ -355,20 +358,20 @@ def test_config_edit_retrains_from_scratch_and_keeps_the_old_state(smoke_run, tm
                                              str(tmp_path / "edited.yaml")).stdout
 
 
-def test_no_samplers_trains_and_the_results_notebook_says_so(tmp_path):
+def test_no_samplers_trains_and_the_sample_notebook_says_so(tmp_path):
     cfg = _smoke()
     cfg.update(samplers=[], models=cfg["models"][:1], denoise={"sigmas": [0.3], "protocols": ["matched"], "num_images": 4},
                stepaware={"model": ""})
     cfg["train"]["steps"] = 5
     cfg["profile"]["ablations"] = False
-    # the results notebook is the one that reads samples; the other notebooks never do
-    proc = snakemake(tmp_path, "results/notebooks/results.html", "--cores", "2",
+    # the sample notebook is the one that reads samples; the training notebook beside it
+    proc = snakemake(tmp_path, "results/notebooks/train.html", "results/notebooks/sample.html", "--cores", "2",
                      "--configfile", str(_write(tmp_path, cfg)))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for rel in ("results/tables/training.csv", "results/notebooks/results.html"):
+    for rel in ("results/tables/training.csv", "results/notebooks/train.html", "results/notebooks/sample.html"):
         assert (tmp_path / rel).is_file(), rel
     assert not (tmp_path / "results/samples").exists()
-    assert "No samplers are configured" in (tmp_path / "results/notebooks/results.ipynb").read_text()
+    assert "No samplers are configured" in (tmp_path / "results/notebooks/sample.ipynb").read_text()
 
 
 def test_slurm_partition_and_account_come_from_the_workflow_profile(tmp_path):

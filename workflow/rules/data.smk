@@ -1,8 +1,15 @@
+# The data stage: each dataset split prepared into one file, and the metric weights (LPIPS's
+# AlexNet, torch-fidelity's Inception) fetched once into TORCH_HOME when online. Offline and not
+# staged, fetch_weights records what is missing and every metric that needs a file says "not
+# computed: stage <file> in <dir>" while the rest of the DAG completes. After staging a file by
+# hand, rerun with `--forcerun fetch_weights`.
+
+
 rule prepare_data:
     output:
-        "results/data/{dataset}/{split}.pt",
+        f"{RESULTS['data']}.pt",
     params:
-        config=data_config,
+        config=config_slice(shared=()),  # a dataset's entry only: seed and device do not change the images
     log:
         "logs/prepare_data/{dataset}/{split}.log",
     benchmark:
@@ -16,3 +23,22 @@ rule prepare_data:
     shell:
         "python -m missingu.cli prepare-data --config-json {params.config} --split {wildcards.split}"
         " --out {output} --threads {threads} 2> {log}"
+
+
+rule fetch_weights:
+    output:
+        os.path.join(RESULTS["weights"], "weights.json"),
+    params:
+        torch_home=subpath(output[0], parent=True),
+    log:
+        "logs/fetch_weights.log",
+    conda:
+        ENV
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "python -m missingu.cli fetch-weights --torch-home {params.torch_home} --status {output} --allow-missing"
+        " --no-progress 2> {log}"

@@ -1,27 +1,7 @@
-# The denoising task: every trained model as a Gaussian denoiser of its dataset's test images.
-# Metric weights (LPIPS's AlexNet, torch-fidelity's Inception) are fetched once into TORCH_HOME
-# when online; offline and not staged, fetch_weights records what is missing and every metric that
-# needs a file says "not computed: stage <file> in <dir>" while the rest of the DAG completes.
-# After staging a file by hand, rerun with `--forcerun fetch_weights`.
+# The denoising stage: every trained model as a Gaussian denoiser of its dataset's test images
+# (metric weights from the data stage's fetch_weights).
 
-
-rule fetch_weights:
-    output:
-        os.path.join(TORCH_HOME, "weights.json"),
-    params:
-        torch_home=subpath(output[0], parent=True),
-    log:
-        "logs/fetch_weights.log",
-    conda:
-        ENV
-    localrule: True
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,
-    shell:
-        "python -m missingu.cli fetch-weights --torch-home {params.torch_home} --status {output} --allow-missing"
-        " --no-progress 2> {log}"
+from missingu.denoise import SIDECARS as DENOISE_SIDECARS
 
 
 rule denoise:
@@ -30,13 +10,10 @@ rule denoise:
         data=prepared("test"),
         weights=rules.fetch_weights.output[0],
     output:
-        summary="results/denoise/{dataset}/{model}.csv",
-        curves="results/denoise/{dataset}/{model}.curves.csv",
-        images="results/denoise/{dataset}/{model}.images.csv",
-        examples="results/denoise/{dataset}/{model}.examples.pt",
-        record="results/denoise/{dataset}/{model}.json",
+        summary=f"{RESULTS['denoise']}.csv",
+        **beside(f"{RESULTS['denoise']}.csv", DENOISE_SIDECARS),
     params:
-        config=denoise_config,
+        config=config_slice(models=["{model}"], sections=("diffusion", "denoise")),
         torch_home=lambda wildcards, input: os.path.dirname(input.weights),
     log:
         "logs/denoise/{dataset}/{model}.log",
@@ -51,5 +28,39 @@ rule denoise:
         runtime=runtime("denoise", denoise_minutes),
     shell:
         "TORCH_HOME={params.torch_home} python -m missingu.cli denoise --config-json {params.config}"
-        " --checkpoint {input.model} --data {input.data} --out {output.summary} --torch-home {params.torch_home}"
-        " --threads {threads} --no-progress 2> {log}"
+        " --checkpoint {input.model} --data {input.data} --out {output.summary} --curves {output.curves}"
+        " --images {output.images} --examples {output.examples} --record {output.record}"
+        " --torch-home {params.torch_home} --threads {threads} --no-progress 2> {log}"
+
+
+NOTEBOOKS["denoise"] = {
+    "input": {
+        **{what: expand(getattr(rules.denoise.output, what), dataset=DATASETS, model=MODELS)
+           for what in ("summary", "curves", "images", "examples")},
+        "claims_file": CLAIMS_FILE,
+    },
+    "output": {
+        "table": report(f"{RESULTS['tables']}/denoise.csv", caption="../report/denoise/table.rst", category="Denoising"),
+        "table_md": f"{RESULTS['tables']}/denoise.md",
+        "claims": report(
+            f"{RESULTS['tables']}/denoise_vs_claims.csv", caption="../report/denoise/vs_claims.rst",
+            category="Denoising",
+        ),
+        "claims_md": f"{RESULTS['tables']}/denoise_vs_claims.md",
+        "curves": report(
+            expand(f"{RESULTS['figures']}/denoise_curves_{{dataset}}.png", dataset=DATASETS),
+            caption="../report/denoise/curves.rst",
+            category="Denoising",
+        ),
+        "examples": report(
+            expand(f"{RESULTS['figures']}/denoise_examples_{{dataset}}.png", dataset=DATASETS),
+            caption="../report/denoise/examples.rst",
+            category="Denoising",
+        ),
+    },
+    "parameters": {
+        "runs": records(("dataset", "model"), summary=rules.denoise.output.summary, curves=rules.denoise.output.curves,
+                        images=rules.denoise.output.images, examples=rules.denoise.output.examples),
+        "claims_yaml": CLAIMS_FILE,
+    },
+}

@@ -1,6 +1,13 @@
-# Sample quality: a small classifier per dataset (for the classifier Frechet distance, which needs
-# no download) and, for every model and sampler, FID/KID (Inception weights from fetch_weights;
-# offline and not staged, "not computed: stage ...") and the classifier distance of its samples.
+# The quality stage: a small classifier per dataset (for the classifier Frechet distance, which
+# needs no download) and, for every model and sampler, FID/KID (Inception weights from
+# fetch_weights; offline and not staged, "not computed: stage ...") and the classifier distance of
+# its samples.
+
+from missingu.classifier import SIDECARS as CLASSIFIER_SIDECARS
+
+
+# The classifier and the evaluation depend on a dataset's entry, the evaluate settings, seed and device.
+QUALITY_CONFIG = config_slice(sections=("evaluate",))
 
 
 rule train_classifier:
@@ -8,10 +15,10 @@ rule train_classifier:
         train=prepared("train"),
         test=prepared("test"),
     output:
-        model="results/classifier/{dataset}/classifier.pt",
-        record="results/classifier/{dataset}/classifier.json",
+        model=f"{RESULTS['classifier']}.pt",
+        **beside(f"{RESULTS['classifier']}.pt", CLASSIFIER_SIDECARS),
     params:
-        config=classifier_config,
+        config=QUALITY_CONFIG,
     log:
         "logs/train_classifier/{dataset}.log",
     benchmark:
@@ -25,7 +32,8 @@ rule train_classifier:
         runtime=runtime("train_classifier", classifier_minutes),
     shell:
         "python -m missingu.cli train-classifier --config-json {params.config} --data {input.train}"
-        " --test {input.test} --out {output.model} --threads {threads} --no-progress 2> {log}"
+        " --test {input.test} --out {output.model} --record {output.record} --threads {threads} --no-progress"
+        " 2> {log}"
 
 
 rule evaluate:
@@ -37,9 +45,9 @@ rule evaluate:
         test=prepared("test"),
         weights=rules.fetch_weights.output[0],
     output:
-        "results/quality/{dataset}/{model}/{sampler}.json",
+        f"{RESULTS['evaluate']}.json",
     params:
-        config=classifier_config,
+        config=QUALITY_CONFIG,
         torch_home=lambda wildcards, input: os.path.dirname(input.weights),
     log:
         "logs/evaluate/{dataset}/{model}/{sampler}.log",
@@ -54,5 +62,37 @@ rule evaluate:
         runtime=runtime("evaluate", 60),
     shell:
         "TORCH_HOME={params.torch_home} python -m missingu.cli evaluate --config-json {params.config}"
-        " --samples {input.samples} --classifier {input.classifier} --data {input.train} --test {input.test}"
-        " --out {output} --torch-home {params.torch_home} --threads {threads} 2> {log}"
+        " --samples {input.samples} --summary {input.summary} --classifier {input.classifier}"
+        " --data {input.train} --test {input.test} --out {output} --torch-home {params.torch_home}"
+        " --threads {threads} 2> {log}"
+
+
+NOTEBOOKS["quality"] = {
+    "input": {
+        "quality": expand(rules.evaluate.output[0], dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
+        "classifiers": expand(rules.train_classifier.output.record, dataset=DATASETS),
+        "claims_file": CLAIMS_FILE,
+    },
+    "output": {
+        "table": report(
+            f"{RESULTS['tables']}/sample_quality.csv", caption="../report/quality/table.rst",
+            category="Sample quality",
+        ),
+        "table_md": f"{RESULTS['tables']}/sample_quality.md",
+        "claims": report(
+            f"{RESULTS['tables']}/quality_vs_claims.csv", caption="../report/quality/vs_claims.rst",
+            category="Sample quality",
+        ),
+        "claims_md": f"{RESULTS['tables']}/quality_vs_claims.md",
+        "figures": report(
+            expand(f"{RESULTS['figures']}/quality_vs_{{x}}_{{dataset}}.png", x=["calls", "time"], dataset=DATASETS),
+            caption="../report/quality/figures.rst",
+            category="Sample quality",
+        ),
+    },
+    "parameters": {
+        "records": records(("dataset", "model", "sampler"), quality=rules.evaluate.output[0]),
+        "classifiers": records(("dataset",), record=rules.train_classifier.output.record),
+        "claims_yaml": CLAIMS_FILE,
+    },
+}

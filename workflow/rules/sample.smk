@@ -1,12 +1,18 @@
+# The sampling stage: every trained model with every sampler entry; a PNG grid and a JSON summary
+# (network calls, wall time, device) beside the samples.
+
+from missingu.samplers import SIDECARS as SAMPLE_SIDECARS
+
+
 rule sample:
     input:
         rules.train.output.model,
     output:
-        images="results/samples/{dataset}/{model}/{sampler}.pt",
-        summary="results/samples/{dataset}/{model}/{sampler}.json",
-        grid="results/samples/{dataset}/{model}/{sampler}.png",
+        images=f"{RESULTS['sample']}.pt",
+        **beside(f"{RESULTS['sample']}.pt", SAMPLE_SIDECARS),
+        grid=f"{RESULTS['sample']}.png",
     params:
-        config=sample_config,
+        config=config_slice(models=["{model}"], samplers=["{sampler}"], sections=("sample", "speed")),
     log:
         "logs/sample/{dataset}/{model}/{sampler}.log",
     benchmark:
@@ -20,4 +26,28 @@ rule sample:
         runtime=runtime("sample", sample_minutes),
     shell:
         "python -m missingu.cli sample --config-json {params.config} --checkpoint {input} --out {output.images}"
-        " --grid {output.grid} --threads {threads} 2> {log}"
+        " --summary {output.summary} --grid {output.grid} --threads {threads} 2> {log}"
+
+
+NOTEBOOKS["sample"] = {
+    "input": {
+        "summaries": expand(rules.sample.output.summary, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
+        "grids": expand(rules.sample.output.grid, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
+    },
+    # with `samplers: []` there is nothing to tabulate or show: the notebook says so
+    "output": {} if not SAMPLERS else {
+        "sampling": report(
+            f"{RESULTS['tables']}/sampling.csv", caption="../report/sample/sampling_table.rst", category="Tables"
+        ),
+        "sampling_md": f"{RESULTS['tables']}/sampling.md",
+        "samples": report(
+            expand(f"{RESULTS['figures']}/samples_{{dataset}}.png", dataset=DATASETS),
+            caption="../report/sample/samples.rst",
+            category="Figures",
+        ),
+    },
+    "parameters": {
+        "samples": records(("dataset", "model", "sampler"), summary=rules.sample.output.summary,
+                           grid=rules.sample.output.grid),
+    },
+}

@@ -1,7 +1,13 @@
-# Step-aware sampling (DDSM): for every dataset, the slimmable model's baselines (each width, each
+# The step-aware stage (DDSM): for every dataset, the slimmable model's baselines (each width, each
 # mixed-in model alone, full width at low noise), an evolutionary search over per-step strategies
 # and random strategies at the searched one's FLOPs; quality by the classifier Frechet distance.
 # Present only when `stepaware.model` names a slimmable model entry.
+
+from missingu.stepaware import SIDECARS as STEPAWARE_SIDECARS
+
+STEPAWARE = bool(config.get("stepaware", {}).get("model"))
+STEPAWARE_MODELS = [config["stepaware"]["model"], *config["stepaware"].get("mix", [])] if STEPAWARE else []
+
 
 if STEPAWARE:
 
@@ -13,14 +19,14 @@ if STEPAWARE:
             test=prepared("test"),
             weights=rules.fetch_weights.output[0],
         output:
-            table="results/stepaware/{dataset}/stepaware.csv",
-            strategy="results/stepaware/{dataset}/stepaware.strategy.yaml",
-            strategies="results/stepaware/{dataset}/stepaware.strategies.json",
-            history="results/stepaware/{dataset}/stepaware.history.csv",
-            record="results/stepaware/{dataset}/stepaware.json",
+            table=f"{RESULTS['stepaware']}.csv",
+            **beside(f"{RESULTS['stepaware']}.csv", STEPAWARE_SIDECARS),
         params:
-            config=stepaware_config,
-            checkpoints=stepaware_checkpoint_args,
+            # a dataset's entry, the study's models and sampler, its settings and the classifier's
+            config=config_slice(models=STEPAWARE_MODELS, samplers=[config["stepaware"]["sampler"]],
+                                sections=("diffusion", "evaluate", "stepaware")),
+            # the study's slimmable model and each model it mixes in
+            checkpoints=lambda wildcards, input: flags("checkpoint", STEPAWARE_MODELS, input.checkpoints),
             torch_home=lambda wildcards, input: os.path.dirname(input.weights),
         log:
             "logs/stepaware/{dataset}.log",
@@ -36,40 +42,37 @@ if STEPAWARE:
         shell:
             "python -m missingu.cli stepaware --config-json {params.config} {params.checkpoints}"
             " --classifier {input.classifier} --data {input.train} --test {input.test} --out {output.table}"
-            " --torch-home {params.torch_home} --threads {threads} 2> {log}"
+            " --history {output.history} --strategies {output.strategies} --strategy {output.strategy}"
+            " --record {output.record} --torch-home {params.torch_home} --threads {threads} 2> {log}"
 
-    rule stepaware_notebook:
-        input:
-            notebook=notebook("stepaware"),
-            tables=expand(rules.stepaware.output.table, dataset=DATASETS),
-            records=expand(rules.stepaware.output.record, dataset=DATASETS),
-            claims=os.path.join(workflow.basedir, "config", "paper_claims.yaml"),
-        output:
-            notebook="results/notebooks/stepaware.ipynb",
-            table=report("results/tables/stepaware.csv", caption="../report/stepaware.rst", category="Step-aware"),
-            table_md="results/tables/stepaware.md",
-            claims=report(
-                "results/tables/stepaware_vs_claims.csv", caption="../report/stepaware.rst", category="Step-aware"
+    NOTEBOOKS["stepaware"] = {
+        "input": {
+            "tables": expand(rules.stepaware.output.table, dataset=DATASETS),
+            "records": expand(rules.stepaware.output.record, dataset=DATASETS),
+            "strategies": expand(rules.stepaware.output.strategies, dataset=DATASETS),
+            "claims_file": CLAIMS_FILE,
+        },
+        "output": {
+            "table": report(
+                f"{RESULTS['tables']}/stepaware.csv", caption="../report/stepaware/table.rst", category="Step-aware"
             ),
-            claims_md="results/tables/stepaware_vs_claims.md",
-            figures=report(
-                expand("results/figures/stepaware_{kind}_{dataset}.png", kind=["heatmap", "pareto"], dataset=DATASETS),
-                caption="../report/stepaware.rst",
+            "table_md": f"{RESULTS['tables']}/stepaware.md",
+            "claims": report(
+                f"{RESULTS['tables']}/stepaware_vs_claims.csv", caption="../report/stepaware/table.rst",
                 category="Step-aware",
             ),
-        params:
-            parameters=stepaware_parameters,
-        log:
-            notebook="logs/notebooks/stepaware.ipynb",
-            stderr="logs/notebooks/stepaware.log",
-        benchmark:
-            "benchmarks/notebooks/stepaware.tsv"
-        conda:
-            ENV
-        localrule: True
-        threads: 1
-        resources:
-            mem_mb=2000,
-            runtime=30,
-        shell:
-            PAPERMILL
+            "claims_md": f"{RESULTS['tables']}/stepaware_vs_claims.md",
+            "figures": report(
+                expand(f"{RESULTS['figures']}/stepaware_{{kind}}_{{dataset}}.png", kind=["heatmap", "pareto"],
+                       dataset=DATASETS),
+                caption="../report/stepaware/table.rst",
+                category="Step-aware",
+            ),
+        },
+        "parameters": {
+            "records": records(("dataset",), table=rules.stepaware.output.table,
+                               record=rules.stepaware.output.record, strategies=rules.stepaware.output.strategies,
+                               history=rules.stepaware.output.history),
+            "claims_yaml": CLAIMS_FILE,
+        },
+    }
