@@ -22,12 +22,13 @@ from torch import Tensor
 from .classifier import (
     ClassifierConfig,
     SmallClassifier,
-    classifier_frechet_distance,
+    extract_features,
     label_histogram,
     split_holdout,
 )
 from .config import ConfigError, positive
 from .data import ImageSet
+from .metrics.frechet import frechet_distance_features
 from .weights import WeightsUnavailable
 
 
@@ -67,6 +68,102 @@ def classifier_reference(train: ImageSet, test: ImageSet, record: dict[str, Any]
     return train.images[held], train.images[kept], "held-out train images"
 
 
+class QualityScorer:
+    """Sample quality against one dataset, with what every evaluation shares computed once.
+
+    The classifier distance's reference (:func:`classifier_reference`) and its features, the real
+    images the real-vs-real value is drawn from, and FID's reference images are fixed at
+    construction; a generator seeded with ``seed`` draws, in this order, the permutation of the
+    real pool (its first ``n`` images are the real-vs-real sample of ``n``) and the permutation of
+    the train split (its first ``reference_images`` are FID's reference). ``missingu evaluate`` and
+    the step-aware study score with it, so both report the same numbers for the same images."""
+
+    def __init__(self, classifier: SmallClassifier | None, record: dict[str, Any] | None, train: ImageSet,
+                 test: ImageSet, config: EvaluateConfig, *, torch_home: str | Path, seed: int = 0,
+                 device: torch.device | str = "cpu"):
+        self.classifier = None if classifier is None else classifier.to(device)
+        self.config, self.torch_home, self.device = config, torch_home, device
+        if classifier is None or record is None:  # FID only
+            self.reference, self.pool, self.reference_name = train.images[:0], train.images[:0], "none"
+        else:
+            self.reference, self.pool, self.reference_name = classifier_reference(train, test, record)
+        gen = torch.Generator().manual_seed(seed)
+        self._pool_order = torch.randperm(len(self.pool), generator=gen)
+        count = len(train) if config.reference_images is None else min(config.reference_images, len(train))
+        self.fid_reference = train.images[torch.randperm(len(train), generator=gen)[:count]]
+        self._reference_features: Tensor | None = None
+        self._real: dict[int, float] = {}
+
+    def reference_features(self) -> Tensor:
+        """The classifier's features of the reference images (computed once)."""
+        if self.classifier is None:
+            raise ConfigError("the classifier distance needs the classifier of `missingu train-classifier` "
+                              "(--classifier)")
+        if self._reference_features is None:
+            self._reference_features = extract_features(self.classifier, self.reference.to(self.device))
+        return self._reference_features
+
+    def classifier_fd(self, samples: Tensor) -> float:
+        """Classifier Frechet distance of uint8 ``samples`` to the reference."""
+        return frechet_distance_features(self.reference_features(),
+                                         extract_features(self.classifier, samples.to(self.device)))
+
+    def classifier_fd_real(self, n: int) -> float:
+        """The same distance for ``n`` real training images (at most the pool): what an estimate from
+        ``n`` images of the real distribution reads."""
+        n = min(n, len(self.pool))
+        if n not in self._real:
+            self._real[n] = self.classifier_fd(self.pool[self._pool_order[:n]])
+        return self._real[n]
+
+    def fidelity(self, samples: Tensor) -> dict[str, Any]:
+        """FID and KID (and the Inception score with ``isc``) of ``samples`` against FID's reference;
+        raises :class:`~missingu.weights.WeightsUnavailable` when the Inception weights are not staged."""
+        from .metrics.fid import fidelity_metrics
+
+        return fidelity_metrics(samples, self.fid_reference, self.torch_home,
+                                kid_subset_size=self.config.kid_subset_size, isc=self.config.isc, device=self.device)
+
+    def quality(self, samples: Tensor, measure: str) -> float:
+        """One number, lower is better: ``classifier`` (the classifier distance) or ``fid``."""
+        if measure == "classifier":
+            return self.classifier_fd(samples)
+        if measure == "fid":
+            return float(self.fidelity(samples)["fid"])
+        raise ConfigError(f"quality measure {measure!r}: allowed: classifier, fid")
+
+    def evaluate(self, samples: Tensor) -> dict[str, Any]:
+        """Every score of uint8 ``samples`` (N, C, H, W): the classifier distance and its real-vs-real
+        value at the same N, the label histogram, and FID/KID (``not computed: ...`` text when
+        switched off or the Inception weights are not staged)."""
+        classifier = self.classifier
+        if classifier is None:
+            raise ConfigError("missingu evaluate needs the classifier of `missingu train-classifier` (--classifier)")
+        histogram = label_histogram(classifier, samples.to(self.device))
+        out: dict[str, Any] = {
+            "classifier_fd": self.classifier_fd(samples),
+            "classifier_fd_real": self.classifier_fd_real(len(samples)),
+            "classifier_reference": self.reference_name, "classifier_reference_images": len(self.reference),
+            "label_histogram": {str(k): int(v) for k, v in histogram.items()},
+            "classes_covered": sum(1 for v in histogram.values() if v > 0), "num_classes": len(histogram),
+        }
+        notes = {"fid": None}
+        if not self.config.fid:
+            notes["fid"] = "not computed: evaluate.fid is false"
+        else:
+            try:
+                out.update(self.fidelity(samples))
+            except WeightsUnavailable as err:
+                notes["fid"] = str(err)
+        for key in ("fid", "kid_mean", "kid_std"):
+            out.setdefault(key, notes["fid"])
+        if self.config.isc:
+            for key in ("isc_mean", "isc_std"):
+                out.setdefault(key, notes["fid"])
+        out["notes"] = notes
+        return out
+
+
 def evaluate_samples(
     samples: Tensor,
     train: ImageSet,
@@ -79,41 +176,7 @@ def evaluate_samples(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """Quality of uint8 ``samples`` (N, C, H, W): the classifier distance to the reference (and the
-    real-vs-real floor at the same N), the label histogram, and FID/KID (``not computed: ...``
-    text when switched off or the Inception weights are not staged)."""
-    n = len(samples)
-    reference, pool, reference_name = classifier_reference(train, test, record)
-    gen = torch.Generator().manual_seed(seed)
-    real = pool[torch.randperm(len(pool), generator=gen)[: min(n, len(pool))]]
-    classifier = classifier.to(device)
-    histogram = label_histogram(classifier, samples.to(device))
-    out: dict[str, Any] = {
-        "classifier_fd": classifier_frechet_distance(classifier, reference.to(device), samples.to(device)),
-        "classifier_fd_real": classifier_frechet_distance(classifier, reference.to(device), real.to(device)),
-        "classifier_reference": reference_name, "classifier_reference_images": len(reference),
-        "label_histogram": {str(k): int(v) for k, v in histogram.items()},
-        "classes_covered": sum(1 for v in histogram.values() if v > 0), "num_classes": len(histogram),
-    }
-    notes = {"fid": None}
-    if not config.fid:
-        notes["fid"] = "not computed: evaluate.fid is false"
-    else:
-        from .metrics.fid import fidelity_metrics
-
-        count = len(train) if config.reference_images is None else min(config.reference_images, len(train))
-        chosen = train.images[torch.randperm(len(train), generator=gen)[:count]]
-        try:
-            scores = fidelity_metrics(samples, chosen, torch_home, kid_subset_size=config.kid_subset_size,
-                                      isc=config.isc, device=device)
-        except WeightsUnavailable as err:
-            notes["fid"] = str(err)
-        else:
-            out.update(scores)
-    for key in ("fid", "kid_mean", "kid_std"):
-        out.setdefault(key, notes["fid"])
-    if config.isc:
-        for key in ("isc_mean", "isc_std"):
-            out.setdefault(key, notes["fid"])
-    out["notes"] = notes
-    return out
+    """Quality of uint8 ``samples`` (N, C, H, W): :meth:`QualityScorer.evaluate` of a scorer built
+    for this one set."""
+    scorer = QualityScorer(classifier, record, train, test, config, torch_home=torch_home, seed=seed, device=device)
+    return scorer.evaluate(samples)

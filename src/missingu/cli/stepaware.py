@@ -14,6 +14,7 @@ from ..classifier import load_classifier
 from ..config import ConfigError, build, to_dict
 from ..data import load_imageset
 from ..diffusion import Diffusion, DiffusionConfig
+from ..evaluate import QualityScorer
 from ..io import InputFileError, save_json, sidecars, write_rows
 from ..models import model_from_meta
 from ..stepaware import SIDECARS, run_study
@@ -64,33 +65,21 @@ def run(args: argparse.Namespace) -> None:
     spec = cfg.sampler(sa.sampler)
     train, test = load_imageset(args.data), load_imageset(args.test)
     record: dict = {"settings": to_dict(sa), "sampler": to_dict(spec), "device": str(device), "version": __version__}
-    gen = torch.Generator().manual_seed(cfg.seed)
+    if sa.quality == "classifier" and args.classifier is None:
+        raise ConfigError("--classifier: stepaware.quality is classifier; give the classifier.pt of "
+                          "`missingu train-classifier`")
+    classifier, crecord = load_classifier(args.classifier, device) if args.classifier else (None, None)
+    scorer = QualityScorer(classifier, crecord, train, test, cfg.evaluate, torch_home=args.torch_home,
+                           seed=cfg.seed, device=device)
     if sa.quality == "classifier":
-        if args.classifier is None:
-            raise ConfigError("--classifier: stepaware.quality is classifier; give the classifier.pt of "
-                              "`missingu train-classifier`")
-        from ..classifier import extract_features
-        from ..evaluate import classifier_reference
-        from ..metrics.frechet import frechet_distance_features
-
-        classifier, crecord = load_classifier(args.classifier, device)
-        reference, pool, name = classifier_reference(train, test, crecord)
-        ref_features = extract_features(classifier, reference.to(device))
-
-        def score(images: torch.Tensor) -> float:
-            return frechet_distance_features(ref_features, extract_features(classifier, images.to(device)))
-
-        real = pool[torch.randperm(len(pool), generator=gen)[: sa.samples]]
-        record.update(quality="classifier Frechet distance", reference=name, quality_floor=score(real))
+        record.update(quality="classifier Frechet distance", reference=scorer.reference_name,
+                      quality_floor=scorer.classifier_fd_real(sa.samples))
     else:
-        from ..metrics.fid import fidelity_metrics
-
-        chosen = train.images[torch.randperm(len(train), generator=gen)[: cfg.evaluate.reference_images]]
-
-        def score(images: torch.Tensor) -> float:
-            return float(fidelity_metrics(images, chosen, args.torch_home, device=device)["fid"])
-
         record.update(quality="FID", reference="train split", quality_floor=None)
+
+    def score(images: torch.Tensor) -> float:
+        return scorer.quality(images, sa.quality)
+
     log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search", sa.model, device, spec.name,
              sa.samples, sa.objective)
     paths = {**sidecars(args.out, SIDECARS), **{k: getattr(args, k) for k in SIDECARS if getattr(args, k)}}
