@@ -174,3 +174,36 @@ def test_batch_wide_step_size_would_fail_the_batch_check(monkeypatch):
     whole, alone = _dopri5_batch_and_alone()
     images = torch.cat([out.images for out in alone])
     assert (whole.images - images).abs().max() > BATCH_TOL
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+@pytest.mark.parametrize(("s", "holds"), [(S, True), (S + 0.2, False)])
+def test_a_chain_started_at_t_start_reproduces_gaussian(kind, s, holds):
+    """From x_t of Gaussian data (the forward process at t_start = 500), the exact denoiser's DDPM
+    and DDIM chains end at the data's distribution (the denoising task starts them there); a
+    denoiser for another Gaussian (negative control) does not."""
+    d = Diffusion(DiffusionConfig())
+    t_start = 500
+    g = torch.Generator().manual_seed(0)
+    x0 = MU + S * torch.randn(32, 1, 64, 64, generator=g)
+    ab = d.alpha_bar[t_start]
+    x = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(x0.shape, generator=g)
+    calls = []
+
+    def denoiser(x, t):
+        calls.append(int(t[0]))
+        return gaussian_denoiser(d, MU, s)(x, t)
+
+    fn = SAMPLERS[kind]
+    options = {"steps": t_start + 1} if kind == "ddim" else {}
+    out = fn(denoiser, d, x, noise=missingu.samplers.SampleNoise(range(32)), clip_denoised=False, t_start=t_start,
+             **options).double()
+    assert calls == list(range(t_start, -1, -1))
+    ok = abs(out.mean().item() - MU) < TOL and abs(out.std().item() - S) < TOL
+    assert ok == holds
+
+
+def test_t_start_outside_the_chain_is_refused():
+    d = Diffusion(DiffusionConfig(timesteps=50))
+    with pytest.raises(missingu.samplers.ConfigError, match="t_start: 50 is not a diffusion step; allowed: 0 to 49"):
+        SAMPLERS["ddpm"](gaussian_denoiser(d, 0, 1), d, torch.zeros(1, 1, 2, 2), noise=None, t_start=50)

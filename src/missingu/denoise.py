@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError, choose, positive
 from .diffusion import Diffusion
 from .metrics import SSIM_MIN_SIDE, lpips_distance, psnr, ssim
+from .samplers import BatchNoise, sample_ddim, sample_ddpm
 
 Reverse = Literal["ddpm", "posterior_mean", "ddim"]
 REVERSE = ("ddpm", "posterior_mean", "ddim")
@@ -113,7 +114,9 @@ def reverse_chain(
     on_step: StepHook | None = None,
 ) -> Tensor:
     """Denoise ``z`` (noisy images on the [-1, 1] scale) from ``x_{t_start} = sqrt(ab(t_start)) z``
-    down to step 0; returns the final images in [0, 1].
+    down to step 0 with the samplers of :mod:`missingu.samplers` started at ``t_start``: ``ddpm``
+    (ancestral, noise from ``generator``), ``posterior_mean`` (the same without noise) or ``ddim``
+    (eta 0, every step); returns the final images in [0, 1].
 
     After each reverse step ``k = 1 .. t_start + 1`` (now at step ``t = t_start - k``; ``-1``: done)
     ``on_step(k, t, image)`` gets the current image ``x_t / sqrt(ab_t)`` in [0, 1].
@@ -121,20 +124,19 @@ def reverse_chain(
     d = diffusion.to(z.device)
     x = d.alpha_bar[t_start].sqrt() * z
     image = to_unit(z)
-    for k, i in enumerate(range(t_start, -1, -1), start=1):
-        t = torch.full((z.shape[0],), i, device=z.device, dtype=torch.long)
-        eps, x0 = d.eps_x0(model(x, t).float(), x, t, clip=True)
-        if reverse == "ddim":
-            ab_prev = d.alpha_bar_prev[i]
-            x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
-        else:
-            x = d.posterior_c0[i] * x0 + d.posterior_ct[i] * x
-            if reverse == "ddpm" and i > 0:
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-                x = x + d.posterior_var[i].sqrt() * noise
-        image = to_unit(x / d.alpha_bar_prev[i].sqrt())
+
+    def callback(info: dict) -> None:
+        nonlocal image
+        i = info["t"]
+        image = to_unit(info["x"] / d.alpha_bar_prev[i].sqrt())
         if on_step is not None:
-            on_step(k, i - 1, image)
+            on_step(info["step"] + 1, i - 1, image)
+
+    if reverse == "ddim":
+        sample_ddim(model, d, x, noise=None, callback=callback, steps=t_start + 1, eta=0.0, t_start=t_start)
+    else:
+        noise = BatchNoise(generator) if reverse == "ddpm" else None
+        sample_ddpm(model, d, x, noise=noise, callback=callback, t_start=t_start)
     return image
 
 

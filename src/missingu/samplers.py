@@ -4,7 +4,9 @@
 
 ``denoiser(x_t, t)`` is the trained network (eps or v output, per ``diffusion.config``);
 ``noise`` supplies the per-sample random streams of stochastic samplers, so a sample does
-not depend on the batch it was drawn in. ``callback`` receives a dict with ``step``, ``t``,
+not depend on the batch it was drawn in. The DDPM and DDIM samplers can start from any step
+``t_start`` (``x`` is then ``x_{t_start}``; default ``T-1``): the denoising task runs them from the
+step that matches its noise level. ``callback`` receives a dict with ``step``, ``t``,
 ``x`` and ``x0`` (the current clean-image estimate) after every network evaluation; ``t`` is
 a number, except for the adaptive PF-ODE, where every sample advances at its own pace and ``t``
 is a tensor with each sample's (fractional) step.
@@ -49,8 +51,28 @@ class SampleNoise:
         return self.randn(x.shape[1:]).to(x.dtype)
 
 
+class BatchNoise:
+    """One Gaussian stream for a whole batch: ``torch.randn`` of the batch's shape from one (CPU)
+    ``generator``, moved to the batch's device. A sample then depends on its batch; for a task
+    whose batches are fixed (the denoising task's ancestral update)."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+
+
 def _steps(value: int, x: Tensor) -> Tensor:
     return torch.full((x.shape[0],), value, device=x.device, dtype=torch.long)
+
+
+def _start(t_start: int | None, timesteps: int) -> int:
+    if t_start is None:
+        return timesteps - 1
+    if not 0 <= t_start < timesteps:
+        raise ConfigError(f"t_start: {t_start} is not a diffusion step; allowed: 0 to {timesteps - 1}")
+    return t_start
 
 
 def sample_ddpm(
@@ -58,20 +80,23 @@ def sample_ddpm(
     diffusion: Diffusion,
     x: Tensor,
     *,
-    noise: SampleNoise,
+    noise: SampleNoise | BatchNoise | None,
     callback: Callback = None,
     progress: bool = False,
     clip_denoised: bool = True,
+    t_start: int | None = None,
 ) -> Tensor:
-    """Ancestral sampling over all T steps, Ho et al. 2020 Alg. 2 (variance = posterior beta-tilde)."""
+    """Ancestral sampling from step ``t_start`` (default T-1) to 0, Ho et al. 2020 Alg. 2 (variance =
+    posterior beta-tilde); ``noise=None`` takes the posterior mean at every step (no noise)."""
     d = diffusion.to(x.device)
-    for i in tqdm(range(d.timesteps - 1, -1, -1), desc="ddpm", disable=not progress, leave=False):
+    first = _start(t_start, d.timesteps)
+    for i in tqdm(range(first, -1, -1), desc="ddpm", disable=not progress, leave=False):
         t = _steps(i, x)
         _, x0 = d.eps_x0(denoiser(x, t), x, t, clip=clip_denoised)
         mean = d.posterior_c0[i] * x0 + d.posterior_ct[i] * x
-        x = mean + d.posterior_var[i].sqrt() * noise.randn_like(x) if i > 0 else mean
+        x = mean + d.posterior_var[i].sqrt() * noise.randn_like(x) if i > 0 and noise is not None else mean
         if callback is not None:
-            callback({"step": d.timesteps - 1 - i, "t": i, "x": x, "x0": x0})
+            callback({"step": first - i, "t": i, "x": x, "x0": x0})
     return x
 
 
@@ -85,17 +110,20 @@ def sample_ddim(
     diffusion: Diffusion,
     x: Tensor,
     *,
-    noise: SampleNoise,
+    noise: SampleNoise | BatchNoise | None,
     callback: Callback = None,
     progress: bool = False,
     steps: int = 50,
     eta: float = 0.0,
     clip_denoised: bool = True,
+    t_start: int | None = None,
 ) -> Tensor:
     """DDIM, Song et al. 2021 Eq. 12: ``x_prev = sqrt(ab') x0 + sqrt(1 - ab' - s^2) eps + s z``,
-    ``s = eta sqrt((1-ab')/(1-ab)) sqrt(1 - ab/ab')``; the last step goes to ``ab' = 1``."""
+    ``s = eta sqrt((1-ab')/(1-ab)) sqrt(1 - ab/ab')``; the last step goes to ``ab' = 1``. The ``steps``
+    are spread evenly over steps ``t_start`` (default T-1) to 0."""
     d = diffusion.to(x.device)
-    times = ddim_timesteps(d.timesteps, min(steps, d.timesteps))
+    span = _start(t_start, d.timesteps) + 1
+    times = ddim_timesteps(span, min(steps, span))
     for k, i in enumerate(tqdm(times, desc=f"ddim{steps}", disable=not progress, leave=False)):
         t = _steps(i, x)
         eps, x0 = d.eps_x0(denoiser(x, t), x, t, clip=clip_denoised)
@@ -115,7 +143,7 @@ def sample_pf_ode(
     diffusion: Diffusion,
     x: Tensor,
     *,
-    noise: SampleNoise,
+    noise: SampleNoise | BatchNoise | None,
     callback: Callback = None,
     progress: bool = False,
     method: str = "dopri5",
@@ -307,6 +335,6 @@ def expected_calls(spec: SamplerSpec, timesteps: int) -> int | None:
 
 
 __all__ = [
-    "SAMPLERS", "SampleNoise", "SampleOutput", "SamplerSpec", "ddim_timesteps", "expected_calls",
+    "SAMPLERS", "BatchNoise", "SampleNoise", "SampleOutput", "SamplerSpec", "ddim_timesteps", "expected_calls",
     "sample", "sample_ddim", "sample_ddpm", "sample_pf_ode", "sampler_steps",
 ]
