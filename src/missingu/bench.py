@@ -33,14 +33,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ConfigError, positive
+from .config import ConfigError, positive, to_dict
 from .diffusion import Diffusion
-from .measure import environment, format_shape, sync, time_fn
+from .measure import environment, format_shape, kernel_ops_per_call, sync, time_fn, train_flops_per_image
 from .models import UNetConfig, compatible, model_from_spec
 from .samplers import SamplerSpec, sample
 from .speed import FastDenoiser, SpeedConfig, compile_module, optimizer, prepare_model, to_layout
+from .task import Result, Work
 from .train import BatchSource, step_generator
 
 log = logging.getLogger(__name__)
@@ -167,44 +167,6 @@ def entries(
 def _fresh(entry: Entry, device: torch.device, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return entry.build().to(device)
-
-
-def train_flops_per_image(model: nn.Module, diffusion: Diffusion, shape: Sequence[int], device: torch.device) -> int:
-    """FLOPs of one training image: forward and backward of ``diffusion.loss`` at batch 2, halved."""
-    x0 = torch.randn(2, *shape, device=device)
-    t = torch.tensor([0, diffusion.timesteps - 1], device=device)
-    model.train()
-    with FlopCounterMode(display=False) as counter:
-        diffusion.loss(model, x0, t, torch.randn_like(x0)).backward()
-    model.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops()) // 2
-
-
-# Aten operations that launch no kernel (views, allocation): left out of ``kernel_ops_per_call``.
-_NO_KERNEL = {"view", "_unsafe_view", "expand", "unsqueeze", "squeeze", "transpose", "t", "permute", "split",
-              "split_with_sizes", "chunk", "alias", "slice", "select", "as_strided", "empty", "empty_like",
-              "detach", "unbind", "reshape", "_reshape_alias", "lift_fresh", "unflatten"}
-
-
-@torch.no_grad()
-def kernel_ops_per_call(model: nn.Module, shape: Sequence[int], device: torch.device) -> int:
-    """Aten operations of one eager forward at batch 1 that compute something (views and
-    allocations left out): about the number of kernels an eager GPU forward launches."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.overloadpacket.__name__ not in _NO_KERNEL:
-                Count.n += 1
-            return func(*args, **(kwargs or {}))
-
-    model.eval()
-    x = torch.randn(1, *shape, device=device)
-    with Count():
-        model(x, torch.tensor([1], device=device))
-    return Count.n
 
 
 class _Trainer:
@@ -396,3 +358,18 @@ def _bench_inference(models_, speed, variant, shape, bench, diffusion, device, k
                          s_per_image=s / batch, s_per_batch=s)
     denoisers.clear()
     _cleanup(device)
+
+
+def run(cfg: Any, bench: BenchConfig, device: torch.device, models: Sequence[str] | None = None,
+        on_row: Callable[[list[dict]], None] | None = None) -> Result:
+    """The benchmark (:func:`run_bench`) as a :class:`~missingu.task.Result`: its rows, and a record
+    of the settings, the device and how many rows failed."""
+    rows = run_bench(cfg, bench, device, models=models, on_row=on_row)
+    failed = [r for r in rows if str(r["status"]).startswith("failed")]
+    return Result(rows=rows, record={"bench": to_dict(bench), "device_name": rows[0]["device_name"] if rows else None,
+                                     "rows": len(rows), "failed": len(failed)})
+
+
+def work(bench: BenchConfig) -> Work:
+    """The benchmark: one timed measurement of fixed cost per variant (its compilation included)."""
+    return Work(measurements=len(bench.variants))

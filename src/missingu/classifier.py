@@ -34,6 +34,7 @@ from .config import ConfigError, positive, to_dict
 from .data import to_model_range
 from .io import InputFileError, load_torch, save_torch
 from .metrics.frechet import frechet_distance_features
+from .task import Work, image_values
 
 CLASSIFIER_FORMAT = "missingu.classifier/1"
 #: Smallest image side the network accepts (one stride-2 stage down to 4x4).
@@ -388,3 +389,8 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputFileError(f"{path} is not {what}: it is damaged ({first})") from None
     return model.to(device).eval(), record
+
+
+def work(config: ClassifierConfig, shape: tuple[int, int, int]) -> Work:
+    """Training the classifier: ``steps x batch_size`` images through a training step."""
+    return Work(train_values=float(config.steps * config.batch_size * image_values(shape)))

@@ -30,10 +30,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .config import ConfigError, choose, positive
+from .config import ConfigError, choose, positive, to_dict
 from .diffusion import Diffusion
 from .metrics import SSIM_MIN_SIDE, lpips_distance, psnr, ssim
 from .samplers import BatchNoise, sample_ddim, sample_ddpm
+from .task import Result, Work, image_values
 
 Reverse = Literal["ddpm", "posterior_mean", "ddim"]
 REVERSE = ("ddpm", "posterior_mean", "ddim")
@@ -87,6 +88,22 @@ def matched_step(diffusion: Diffusion, sigma: float) -> int:
     target = 1.0 / (1.0 + 4.0 * sigma * sigma)
     ab = diffusion.log_alpha_bar64.exp()
     return int(torch.argmin((ab - target).abs()).item())
+
+
+def start_steps(config: DenoiseConfig, diffusion: Diffusion) -> tuple[dict[float, int], int]:
+    """The matched start step of every sigma, and the sweep's one start step (``sweep_start``, else
+    the matched step of the largest sigma; at most T-1)."""
+    starts = {s: matched_step(diffusion, s) for s in config.sigmas}
+    return starts, min(config.sweep_start or max(starts.values()), diffusion.timesteps - 1)
+
+
+def work(config: DenoiseConfig, diffusion: Diffusion, shape: tuple[int, int, int]) -> Work:
+    """The denoising task: every test image through every reverse step of each protocol and sigma
+    (a network call each), and the metrics after every step, counted as much again."""
+    starts, sweep = start_steps(config, diffusion)
+    steps = {"matched": sum(t + 1 for t in starts.values()), "sweep": len(starts) * (sweep + 1)}
+    calls = sum(steps[p] for p in config.protocols)
+    return Work(forward_values=float(2 * config.num_images * calls * image_values(shape)))
 
 
 def add_noise(clean: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
@@ -205,9 +222,7 @@ def run_denoising(
     ``seed + 1000 + j``. Returns the curves and, per sigma, ``examples`` clean / noisy / denoised
     (matched start) images for a grid."""
     device = torch.device(device)
-    T = diffusion.timesteps
-    starts = {s: matched_step(diffusion, s) for s in config.sigmas}
-    sweep_start = min(config.sweep_start or max(starts.values()), T - 1)
+    starts, sweep_start = start_steps(config, diffusion)
     curves, examples = [], {}
     jobs = [(p, j, s) for p in config.protocols for j, s in enumerate(config.sigmas)]
     bar = tqdm(jobs, desc="denoise", disable=not progress)
@@ -302,7 +317,39 @@ def summary_rows(curves: Sequence[Curve], notes: dict[str, str | None], **fixed:
     return rows
 
 
+def run(
+    model: Denoiser,
+    diffusion: Diffusion,
+    clean: Tensor,
+    config: DenoiseConfig,
+    scorer: Scorer,
+    *,
+    fixed: dict[str, Any],
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    on_curve: Callable[[Curve], None] | None = None,
+) -> Result:
+    """The denoising task as a :class:`~missingu.task.Result`: rows = one per (protocol, sigma)
+    (:func:`summary_rows`), tables ``curves`` and ``images``, blob ``examples`` (clean, noisy and
+    denoised images per sigma) and the record (settings, notes, start steps, wall time). ``fixed``
+    columns (dataset, model, device...) go into every row and the record."""
+    start = time.perf_counter()
+    curves, examples = run_denoising(model, diffusion, clean, config, scorer, seed=seed, device=device,
+                                     progress=progress, on_curve=on_curve)
+    record = {**fixed, "images": len(clean), "denoise": to_dict(config), "notes": scorer.notes,
+              "seconds": time.perf_counter() - start,
+              "t_start": {f"{c.protocol}/{c.sigma}": c.t_start for c in curves}}
+    return Result(
+        rows=[r for c in curves for r in summary_rows([c], scorer.notes, **fixed)],
+        record=record,
+        tables={"curves": [r for c in curves for r in curve_rows(c, scorer.notes, **fixed)],
+                "images": [r for c in curves for r in image_rows(c, scorer.notes, **fixed)]},
+        files={"examples": {"sigmas": list(examples), "examples": [examples[s] for s in examples], **fixed}},
+    )
+
+
 __all__ = [
     "PROTOCOLS", "REVERSE", "Curve", "DenoiseConfig", "Scorer", "add_noise", "curve_rows", "image_rows",
-    "matched_step", "reverse_chain", "run_denoising", "summary_rows", "to_unit",
+    "matched_step", "reverse_chain", "run", "run_denoising", "start_steps", "summary_rows", "to_unit", "work",
 ]

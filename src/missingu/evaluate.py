@@ -12,6 +12,7 @@ train split (the usual reference; ``reference_images`` of them, a seeded random 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,10 @@ from .classifier import (
     label_histogram,
     split_holdout,
 )
-from .config import ConfigError, positive
+from .config import ConfigError, build, positive
 from .data import ImageSet
 from .metrics.frechet import frechet_distance_features
+from .task import Result, Work, image_values
 from .weights import WeightsUnavailable
 
 
@@ -180,3 +182,40 @@ def evaluate_samples(
     for this one set."""
     scorer = QualityScorer(classifier, record, train, test, config, torch_home=torch_home, seed=seed, device=device)
     return scorer.evaluate(samples)
+
+
+def run(samples: Tensor, summary: dict[str, Any], meta: dict[str, Any], scorer: QualityScorer,
+        classifier_record: dict[str, Any]) -> Result:
+    """The evaluation of one set of uint8 ``samples`` as a :class:`~missingu.task.Result`: no rows;
+    the record holds the model (``meta``: the checkpoint's), the sampler and its cost from the
+    sampling ``summary``, the classifier's accuracy and every score of :meth:`QualityScorer.evaluate`."""
+    from .samplers import SamplerSpec, sampler_steps
+
+    start = time.perf_counter()
+    scores = scorer.evaluate(samples)
+    sampler = summary["sampler"]
+    accuracy = classifier_record.get("test_accuracy")
+    record = {
+        "dataset": meta.get("dataset"), "model": meta.get("model_name"), "arch": meta.get("arch"),
+        "sampler": sampler["name"], "kind": sampler["kind"],
+        "steps": sampler_steps(build(SamplerSpec, sampler, "sampler"), meta.get("diffusion", {}).get("timesteps")),
+        "network_calls": summary["network_calls_per_batch"], "num_samples": summary["num_samples"],
+        "seconds_per_image": summary["seconds"] / summary["num_samples"], "device": summary["device"],
+        "classifier_accuracy": accuracy if accuracy is not None else classifier_record.get("holdout_accuracy"),
+        **scores, "evaluate_seconds": time.perf_counter() - start, "evaluate_device": str(scorer.device),
+    }
+    return Result(rows=[], record=record)
+
+
+# Values of one Inception input (3 x 299 x 299): FID resizes every image to it.
+INCEPTION_VALUES = 3 * 299 * 299
+
+
+def work(config: EvaluateConfig, num_samples: int, shape: tuple[int, int, int]) -> Work:
+    """Evaluating ``num_samples`` images: the classifier's features of them, of as many real images
+    and of a reference of about that size; with ``fid``, Inception on them and on FID's reference."""
+    out = Work(forward_values=float(3 * num_samples * image_values(shape)))
+    if config.fid:
+        reference = 10_000 if config.reference_images is None else config.reference_images
+        out = out + Work(forward_values=float((num_samples + reference) * INCEPTION_VALUES))
+    return out

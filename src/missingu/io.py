@@ -84,6 +84,26 @@ def save_json(obj: Any, path: str | Path) -> None:
         fh.write("\n")
 
 
+def save_yaml(obj: Any, path: str | Path) -> None:
+    """Write YAML atomically (block style for mappings, short lists inline)."""
+    import yaml
+
+    text = yaml.safe_dump(obj, default_flow_style=None, width=120)
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+
+
+def save_file(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` by ``path``'s suffix: ``.json`` JSON, ``.yaml``/``.yml`` YAML, else ``torch.save``."""
+    suffix = Path(path).suffix
+    if suffix == ".json":
+        save_json(obj, path)
+    elif suffix in (".yaml", ".yml"):
+        save_yaml(obj, path)
+    else:
+        save_torch(obj, path)
+
+
 def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> None:
     """Save images in ``[-1, 1]`` (N, C, H, W) as one PNG grid, atomically."""
     from torchvision.utils import save_image

@@ -215,5 +215,43 @@ def weights_fit(model: nn.Module, state_dict: dict) -> bool:
 
 
 
+def train_flops_per_image(model: nn.Module, diffusion: Diffusion, shape: Sequence[int], device: torch.device) -> int:
+    """FLOPs of one training image: forward and backward of ``diffusion.loss`` at batch 2, halved."""
+    x0 = torch.randn(2, *shape, device=device)
+    t = torch.tensor([0, diffusion.timesteps - 1], device=device)
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        diffusion.loss(model, x0, t, torch.randn_like(x0)).backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops()) // 2
+
+
+# Aten operations that launch no kernel (views, allocation): left out of ``kernel_ops_per_call``.
+_NO_KERNEL = {"view", "_unsafe_view", "expand", "unsqueeze", "squeeze", "transpose", "t", "permute", "split",
+              "split_with_sizes", "chunk", "alias", "slice", "select", "as_strided", "empty", "empty_like",
+              "detach", "unbind", "reshape", "_reshape_alias", "lift_fresh", "unflatten"}
+
+
+@torch.no_grad()
+def kernel_ops_per_call(model: nn.Module, shape: Sequence[int], device: torch.device) -> int:
+    """Aten operations of one eager forward at batch 1 that compute something (views and
+    allocations left out): about the number of kernels an eager GPU forward launches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ not in _NO_KERNEL:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    model.eval()
+    x = torch.randn(1, *shape, device=device)
+    with Count():
+        model(x, torch.tensor([1], device=device))
+    return Count.n
+
+
 if __name__ == "__main__":  # the memory subprocess: python -m missingu.measure JOB_JSON
     _memory_worker(json.loads(sys.argv[1]))

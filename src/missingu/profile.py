@@ -39,6 +39,7 @@ from .measure import (
 )
 from .models import CUNetConfig, build_model, compatible
 from .samplers import SamplerSpec
+from .task import Result, Work
 
 log = logging.getLogger(__name__)
 
@@ -318,3 +319,20 @@ def merge_rows(earlier: Sequence[Row], rows: Sequence[Row]) -> list[Row]:
     measured = {identity(r) for r in rows}
     return [r for r in earlier if identity(r) not in measured] + list(rows)
 
+
+def run(cfg: Any, device: Any, jobs: Sequence[ProfileJob], journal: Path, *, earlier: Sequence[Row] = (),
+        on_row: Callable[[list[Row]], None] | None = None, progress: bool = False) -> Result:
+    """The profile (:func:`run_profile`) as a :class:`~missingu.task.Result`: rows = the ``earlier``
+    rows it does not measure again followed by this run's (:func:`merge_rows`); ``on_row`` gets
+    the merged rows so far. The record counts both."""
+    rows = run_profile(cfg, device, jobs, journal, progress=progress,
+                       on_row=None if on_row is None else (lambda so_far: on_row(merge_rows(earlier, so_far))))
+    merged = merge_rows(earlier, rows)
+    return Result(rows=merged, record={"measured": len(rows), "kept": len(merged) - len(rows),
+                                       "device_name": rows[0]["device_name"] if rows else None})
+
+
+def work(cfg: Any) -> Work:
+    """The profile: one timed measurement of fixed cost (latency, sampling, memory) per full row of
+    its plan (every model at every shape it takes; the cU-Net ablations are quick beside them)."""
+    return Work(measurements=sum(1 for job in plan(cfg) if job.full))

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .config import ConfigError, choose, entry_name, in_range, positive
 from .diffusion import Denoiser, Diffusion
 from .models.ode_block import EVALS_PER_STEP, FIXED_STEP_SOLVERS, SOLVERS
+from .task import Work, image_values
 
 Callback = Callable[[dict[str, Any]], None] | None
 # The file `missingu sample` writes beside its samples (missingu.io.sidecars).
@@ -334,7 +335,18 @@ def expected_calls(spec: SamplerSpec, timesteps: int) -> int | None:
     return None
 
 
+# Network calls a work estimate assumes for an adaptive PF-ODE solver, whose count depends on the weights.
+ADAPTIVE_CALLS = 500
+
+
+def work(spec: SamplerSpec, timesteps: int, num_samples: int, shape: tuple[int, int, int]) -> Work:
+    """Drawing ``num_samples`` images with ``spec``: each image through every network call
+    (:func:`expected_calls`; :data:`ADAPTIVE_CALLS` for an adaptive solver)."""
+    calls = expected_calls(spec, timesteps) or ADAPTIVE_CALLS
+    return Work(forward_values=float(num_samples * calls * image_values(shape)))
+
+
 __all__ = [
     "SAMPLERS", "BatchNoise", "SampleNoise", "SampleOutput", "SamplerSpec", "ddim_timesteps", "expected_calls",
-    "sample", "sample_ddim", "sample_ddpm", "sample_pf_ode", "sampler_steps",
+    "sample", "sample_ddim", "sample_ddpm", "sample_pf_ode", "sampler_steps", "work",
 ]

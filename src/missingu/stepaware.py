@@ -31,6 +31,7 @@ from .strategies import (
     validate,
     visited_steps,
 )
+from .task import Result, Work, image_values
 
 OBJECTIVES = {"single": "single", "pareto": "pareto"}
 QUALITIES = {"classifier": "classifier", "fid": "fid"}
@@ -295,3 +296,50 @@ def run_study(
         evaluate(strategy_of([int(v) for v in best_draw]), f"random {k}", "random")
     history = [{"generation": i, **{f"best_{j}": v for j, v in enumerate(h)}} for i, h in enumerate(result.history)]
     return rows, history, networks
+
+
+def run(
+    slimmable: nn.Module,
+    others: Mapping[str, nn.Module],
+    diffusion: Any,
+    spec: Any,
+    shape: Sequence[int],
+    score: Callable[[Tensor], float],
+    config: StepAwareConfig,
+    *,
+    quality_floor: float | None,
+    device: torch.device | str = "cpu",
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> Result:
+    """The study (:func:`run_study`) as a :class:`~missingu.task.Result`: rows = one per evaluated
+    strategy (without its per-step choices; ``quality_floor`` beside each), table ``history`` (the
+    search's best objective per generation), files ``strategies`` (every strategy that is not a
+    search candidate) and ``strategy`` (the searched one), and the record (FLOPs per call of each
+    network, evaluations, wall time). ``on_row(rows so far)`` as each strategy is scored."""
+    import time
+
+    def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k != "steps"} | {"quality_floor": quality_floor} for r in rows]
+
+    start = time.perf_counter()
+    rows, history, networks = run_study(slimmable, others, diffusion, spec, shape, score, config, device=device,
+                                        on_row=None if on_row is None else (lambda so_far: on_row(table(so_far))),
+                                        log=log)
+    searched = next(r for r in rows if r["kind"] == "search")
+    record = {"networks": {label(c): {"gflops_per_call": n.flops / 1e9} for c, n in networks.items()},
+              "seconds": time.perf_counter() - start, "evaluations": len(rows),
+              "searched": {k: searched[k] for k in ("mean_gflops", "saving", "quality")}}
+    return Result(rows=table(rows), record=record, tables={"history": history}, files={
+        "strategies": {r["strategy"]: Strategy(r["steps"]).to_data() for r in rows if r["kind"] != "candidate"},
+        "strategy": Strategy(searched["steps"]).to_data(),
+    })
+
+
+def work(config: StepAwareConfig, spec: Any, timesteps: int, networks: int, shape: tuple[int, int, int]) -> Work:
+    """The study: every strategy it scores (each of ``networks`` alone, the hand-made rule, at most
+    ``population x generations`` search candidates, the random baselines) draws ``samples`` images
+    through every network call of the sampler."""
+    calls = len(visited_steps(spec.kind, timesteps, spec.steps))
+    strategies = networks + 1 + config.population * config.generations + config.random_baselines
+    return Work(forward_values=float(strategies * config.samples * calls * image_values(shape)))

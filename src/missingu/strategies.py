@@ -27,7 +27,7 @@ import yaml
 from torch import Tensor, nn
 
 from .config import ConfigError
-from .io import InputFileError, atomic_open
+from .io import InputFileError, atomic_open, save_yaml
 from .samplers import ddim_timesteps
 
 Choice = float | str
@@ -88,10 +88,11 @@ class Strategy:
     def save(self, path: str | Path) -> None:
         """Write the strategy as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
         path = Path(path)
-        text = (yaml.safe_dump(self.to_data(), default_flow_style=None, width=120)
-                if path.suffix in (".yaml", ".yml") else json.dumps(self.to_data()))
+        if path.suffix in (".yaml", ".yml"):
+            save_yaml(self.to_data(), path)
+            return
         with atomic_open(path, "w") as fh:
-            fh.write(text)
+            fh.write(json.dumps(self.to_data()))
 
     @classmethod
     def load(cls, path: str | Path) -> Strategy:

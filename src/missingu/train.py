@@ -38,6 +38,7 @@ from .diffusion import Diffusion
 from .io import InputFileError, atomic_open, load_torch, save_json, save_torch
 from .models.ddpm import is_slimmable
 from .speed import SpeedConfig, compile_module, optimizer, prepare_model, to_layout
+from .task import Work, image_values
 
 log = logging.getLogger(__name__)
 
@@ -409,3 +410,12 @@ def load_snapshot(path: str | Path) -> dict[str, Any]:
             isinstance(blob, dict) and "optimizer" in blob and "ema" in blob) else ""
         raise InputFileError(f"{path} is not {what}{hint}")
     return blob
+
+
+def work(config: TrainConfig, shape: tuple[int, int, int], model_config: Any = None) -> Work:
+    """A training run: ``steps x batch_size`` images through a training step, once for each width
+    the sandwich rule trains when ``model_config`` is slimmable (:func:`sandwich_widths`: the full,
+    the smallest and one middle width)."""
+    widths = len(getattr(model_config, "widths", ()) or ())
+    passes = 1 if widths < 2 else min(3, widths)
+    return Work(train_values=float(config.steps * config.batch_size * image_values(shape) * passes))

@@ -40,7 +40,9 @@ NOTEBOOKS["denoise"] = {
         "claims_file": CLAIMS_FILE,
     },
     "output": {
-        "table": report(f"{RESULTS['tables']}/denoise.csv", caption="../report/denoise/table.rst", category="Denoising"),
+        "table": report(
+            f"{RESULTS['tables']}/denoise.csv", caption="../report/denoise/table.rst", category="Denoising"
+        ),
         "table_md": f"{RESULTS['tables']}/denoise.md",
         "claims": report(
             f"{RESULTS['tables']}/denoise_vs_claims.csv", caption="../report/denoise/vs_claims.rst",

@@ -59,7 +59,7 @@ rule evaluate:
     resources:
         gpu=gpus("evaluate", GPU),
         mem_mb=memory("evaluate", 3000, per_data_mb=3),
-        runtime=runtime("evaluate", 60),
+        runtime=runtime("evaluate", evaluate_minutes),
     shell:
         "TORCH_HOME={params.torch_home} python -m missingu.cli evaluate --config-json {params.config}"
         " --samples {input.samples} --summary {input.summary} --classifier {input.classifier}"

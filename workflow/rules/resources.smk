@@ -5,9 +5,15 @@ import functools
 import shutil
 import subprocess
 
-from missingu.denoise import matched_step
+import missingu.bench
+import missingu.classifier
+import missingu.denoise
+import missingu.evaluate
+import missingu.profile
+import missingu.samplers
+import missingu.stepaware
+import missingu.train
 from missingu.diffusion import Diffusion
-from missingu.samplers import expected_calls
 
 
 def _wants_gpu():
@@ -102,78 +108,69 @@ def memory(rule, base_mb, per_data_mb=0.0, gpu_mb=4000):
     return mem_mb
 
 
-# Throughput the runtime estimates assume, in image values (H x W x C) per second of training:
-# on 2 CPU cores, half of the ~100k per second measured for the embedded default (digits preset,
-# 16x16x1, batch 64, 1,500 steps in 238-301 s); on a GPU 10 M per second, about 800 images/s at
-# 64x64x3, where one H200 trained the paper presets at 911-1,359. Jobs ask MARGIN times the
-# estimate. A network call while sampling costs about a third of a training step's image (forward
-# only); adaptive PF-ODE solvers are counted as ADAPTIVE_CALLS calls. The paper config's training
-# (500k steps of 128 images at 64x64x3) asks 2,622 minutes; on a partition with a shorter limit,
-# ask for that limit and raise --retries: a job the cluster stops resumes from its checkpoint.
+# Runtime follows the work: each stage's library states how much a job computes (its `work(...)`:
+# image values through training steps and through forward calls, and timed measurements of fixed
+# cost), and a job asks for that at the throughput below, MARGIN times over, at least 10 minutes,
+# plus 10 minutes per fixed-cost measurement. Throughput in image values (H x W x C) per second
+# of training: on 2 CPU cores, half of the ~100k per second measured for the embedded default
+# (digits preset, 16x16x1, batch 64, 1,500 steps in 238-301 s); on a GPU 10 M per second, about
+# 800 images/s at 64x64x3, where one H200 trained the paper presets at 911-1,359. A forward call
+# costs about a third of a training step's image. The paper config's training (500k steps of 128
+# images at 64x64x3) asks 2,622 minutes; on a partition with a shorter limit, ask for that limit
+# and raise --retries: a job the cluster stops resumes from its checkpoint.
 TRAIN_VALUES_PER_S = {False: 5e4, True: 1e7}
-ADAPTIVE_CALLS = 500
 MARGIN = 2  # slower nodes, start-up, checkpoints
 
 
-def _job_minutes(seconds, floor=10):
-    return max(floor, int(MARGIN * seconds / 60) + 1)
+def minutes_of(work, parallel=1):
+    """Minutes a job asks for its `work` (a missingu.task.Work), spread over `parallel` processes."""
+    seconds = (work.train_values + work.forward_values / 3) / TRAIN_VALUES_PER_S[bool(GPU)] / max(1, parallel)
+    return max(10, int(MARGIN * seconds / 60) + 1) + 10 * work.measurements
 
 
-def _values(dataset):
+def _shape(dataset):
     spec = EXPERIMENT.dataset(dataset)
-    return spec.channels * spec.size * spec.size
+    return (spec.channels, spec.size, spec.size)
 
 
 def train_minutes(wildcards):
-    """Training time: steps x batch x image size at the assumed throughput (per GPU)."""
-    images = EXPERIMENT.train.steps * EXPERIMENT.train.batch_size / max(1, train_gpus(wildcards))
-    return _job_minutes(images * _values(wildcards.dataset) / TRAIN_VALUES_PER_S[bool(GPU)])
+    model = EXPERIMENT.model(wildcards.model).resolve()
+    return minutes_of(missingu.train.work(EXPERIMENT.train, _shape(wildcards.dataset), model),
+                      parallel=train_gpus(wildcards))
 
 
 def sample_minutes(wildcards):
-    """Sampling time: samples x network calls x image size, a call a third of a training step."""
-    calls = expected_calls(EXPERIMENT.sampler(wildcards.sampler), EXPERIMENT.diffusion.timesteps)
-    work = EXPERIMENT.sample.num_samples * (calls or ADAPTIVE_CALLS) * _values(wildcards.dataset)
-    return _job_minutes(work / (3 * TRAIN_VALUES_PER_S[bool(GPU)]))
+    spec, count = EXPERIMENT.sampler(wildcards.sampler), EXPERIMENT.sample.num_samples
+    return minutes_of(missingu.samplers.work(spec, EXPERIMENT.diffusion.timesteps, count, _shape(wildcards.dataset)))
 
 
 def denoise_minutes(wildcards):
-    """The denoising task: test images x reverse steps of both protocols x image size, a step a
-    third of a training step's image, plus the metrics after every step (counted as much again)."""
-    dc, diffusion = EXPERIMENT.denoise, Diffusion(EXPERIMENT.diffusion)
-    starts = [matched_step(diffusion, s) for s in dc.sigmas]
-    steps = {"matched": sum(t + 1 for t in starts), "sweep": len(starts) * ((dc.sweep_start or max(starts)) + 1)}
-    work = dc.num_images * sum(steps[p] for p in dc.protocols) * _values(wildcards.dataset)
-    return _job_minutes(2 * work / (3 * TRAIN_VALUES_PER_S[bool(GPU)]))
+    diffusion = Diffusion(EXPERIMENT.diffusion)
+    return minutes_of(missingu.denoise.work(EXPERIMENT.denoise, diffusion, _shape(wildcards.dataset)))
 
 
 def classifier_minutes(wildcards):
-    """The quality classifier: its steps x batch x image size at the training throughput."""
-    c = EXPERIMENT.evaluate.classifier
-    return _job_minutes(c.steps * c.batch_size * _values(wildcards.dataset) / TRAIN_VALUES_PER_S[bool(GPU)])
+    return minutes_of(missingu.classifier.work(EXPERIMENT.evaluate.classifier, _shape(wildcards.dataset)))
+
+
+def evaluate_minutes(wildcards):
+    count = EXPERIMENT.sample.num_samples
+    return minutes_of(missingu.evaluate.work(EXPERIMENT.evaluate, count, _shape(wildcards.dataset)))
 
 
 def stepaware_minutes(wildcards):
-    """The step-aware study: every evaluated strategy samples `samples` images with the study's
-    sampler (baselines, the search's population x generations, the random baselines), a network
-    call costing a third of a training step's image."""
     sa = EXPERIMENT.stepaware
-    spec = EXPERIMENT.sampler(sa.sampler)
-    calls = EXPERIMENT.diffusion.timesteps if spec.kind == "ddpm" else spec.steps
-    strategies = 2 + len(EXPERIMENT.model(sa.model).resolve().widths) + len(sa.mix) + sa.random_baselines
-    strategies += sa.population * sa.generations
-    work = strategies * sa.samples * calls * _values(wildcards.dataset)
-    return _job_minutes(work / (3 * TRAIN_VALUES_PER_S[bool(GPU)]))
+    networks = len(EXPERIMENT.model(sa.model).resolve().widths) + len(sa.mix)
+    spec, shape = EXPERIMENT.sampler(sa.sampler), _shape(wildcards.dataset)
+    return minutes_of(missingu.stepaware.work(sa, spec, EXPERIMENT.diffusion.timesteps, networks, shape))
 
 
 def profile_minutes(wildcards):
-    """The profile: ten minutes, and ten more for every dataset x model it measures."""
-    return 10 + 10 * len(DATASETS) * len(MODELS)
+    return minutes_of(missingu.profile.work(EXPERIMENT))
 
 
 def bench_minutes(wildcards):
-    """The speed benchmark: ten minutes, and ten more for every variant (compilation included)."""
-    return 10 + 10 * len(config.get("bench", {}).get("variants", ["eager"]))
+    return minutes_of(missingu.bench.work(EXPERIMENT.bench))
 
 
 def runtime(rule, minutes):

@@ -6,9 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..bench import BenchConfig, run_bench
+from .. import bench as bench_
+from ..bench import BenchConfig
 from ..config import build, to_dict
 from ..io import write_rows
+from ..task import write_result
 from . import options
 
 HELP = "training images/s, FLOPs utilisation, memory, sampling latency (CSV)"
@@ -34,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
         changes["peak_tflops"] = args.peak_tflops
     bench = build(BenchConfig, {**to_dict(cfg.bench), **changes}, "bench")
     log.info("benchmarking on %s: variants %s, parts %s", device, ", ".join(bench.variants), ", ".join(bench.parts))
-    rows = run_bench(cfg, bench, device, models=options.names(args.models),
-                     on_row=lambda so_far: write_rows(so_far, args.out))
-    write_rows(rows, args.out)
-    failed = [r for r in rows if str(r["status"]).startswith("failed")]
-    for r in failed:  # kept as rows (the table shows them), not a failed job
-        log.error("bench %s %s %s: %s", r["model"], r["variant"], r["part"], r["status"])
-    log.info("wrote %s (%d rows, %d failed, %s)", args.out, len(rows), len(failed), rows[0]["device_name"])
+    result = bench_.run(cfg, bench, device, models=options.names(args.models),
+                        on_row=lambda so_far: write_rows(so_far, args.out))
+    write_result(result, {"rows": args.out})
+    for r in result.rows:  # failures are kept as rows (the table shows them), not a failed job
+        if str(r["status"]).startswith("failed"):
+            log.error("bench %s %s %s: %s", r["model"], r["variant"], r["part"], r["status"])
+    log.info("wrote %s (%d rows, %d failed, %s)", args.out, result.record["rows"], result.record["failed"],
+             result.record["device_name"])
     return 0

@@ -7,14 +7,15 @@ import logging
 import time
 from pathlib import Path
 
-from .. import __version__
-from ..config import ConfigError, build, to_dict
+from .. import __version__, denoise
+from ..config import ConfigError, build
 from ..data import load_imageset
-from ..denoise import SIDECARS, Curve, Scorer, curve_rows, image_rows, run_denoising, summary_rows
+from ..denoise import Curve, Scorer
 from ..diffusion import Diffusion, DiffusionConfig
-from ..io import save_json, save_torch, sidecars, write_rows
+from ..io import sidecars
 from ..measure import environment
 from ..models import model_from_meta
+from ..task import write_result
 from ..train import load_snapshot
 from ..weights import WeightsUnavailable
 from . import options
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="ema.pt written by train")
     p.add_argument("--data", required=True, type=Path, help="prepared test split (prepare-data --split test)")
     p.add_argument("--out", required=True, type=Path, help="summary CSV (protocol x sigma)")
-    for name, suffix in SIDECARS.items():
+    for name, suffix in denoise.SIDECARS.items():
         p.add_argument(f"--{name}", type=Path, help=f"default: OUT with {suffix}")
     options.torch_home(p, "LPIPS")
     options.device(p)
@@ -71,17 +72,12 @@ def run(args: argparse.Namespace) -> None:
                  curve.protocol, curve.sigma, curve.t_start, psnr[0].mean(), psnr[curve.reported_step()].mean(),
                  curve.reported_step(), curve.seconds_per_image)
 
-    curves, examples = run_denoising(model, diffusion, clean, dc, scorer, seed=cfg.seed, device=device,
-                                     progress=not args.no_progress, on_curve=report)
-    paths = {**sidecars(args.out, SIDECARS), **{k: getattr(args, k) for k in SIDECARS if getattr(args, k)}}
-    write_rows([r for c in curves for r in summary_rows([c], scorer.notes, **fixed)], args.out)
-    write_rows([r for c in curves for r in curve_rows(c, scorer.notes, **fixed)], paths["curves"])
-    write_rows([r for c in curves for r in image_rows(c, scorer.notes, **fixed)], paths["images"])
-    save_torch({"sigmas": list(examples), "examples": [examples[s] for s in examples], **fixed}, paths["examples"])
-    save_json({**fixed, "checkpoint": str(args.checkpoint), "data": str(args.data), "images": len(clean),
-               "denoise": to_dict(dc), "notes": scorer.notes, "seconds": time.perf_counter() - start,
-               "t_start": {f"{c.protocol}/{c.sigma}": c.t_start for c in curves},
-               "version": __version__, "torch": env["torch"], "threads": env["threads"]},
-              paths["record"])
-    log.info("wrote %s (+ %s) in %.1f s", args.out, ", ".join(str(p) for p in paths.values()),
+    result = denoise.run(model, diffusion, clean, dc, scorer, fixed=fixed, seed=cfg.seed, device=device,
+                         progress=not args.no_progress, on_curve=report)
+    result.record.update(checkpoint=str(args.checkpoint), data=str(args.data), version=__version__,
+                         torch=env["torch"], threads=env["threads"])
+    paths = {"rows": args.out, **sidecars(args.out, denoise.SIDECARS),
+             **{k: getattr(args, k) for k in denoise.SIDECARS if getattr(args, k)}}
+    write_result(result, paths)
+    log.info("wrote %s (+ %s) in %.1f s", args.out, ", ".join(str(paths[k]) for k in denoise.SIDECARS),
              time.perf_counter() - start)

@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .. import __version__, evaluate
 from ..classifier import load_classifier
-from ..config import ConfigError, build
+from ..config import ConfigError
 from ..data import load_imageset, to_uint8
-from ..evaluate import evaluate_samples
-from ..io import InputFileError, load_torch, save_json, sidecars
-from ..samplers import SIDECARS, SamplerSpec, sampler_steps
+from ..evaluate import QualityScorer
+from ..io import InputFileError, load_torch, sidecars
+from ..samplers import SIDECARS
+from ..task import write_result
 from . import options
 
 HELP = "sample quality: FID/KID and the classifier Frechet distance (JSON)"
@@ -55,21 +55,11 @@ def run(args: argparse.Namespace) -> None:
     meta = blob.get("model", {})
     log.info("evaluating %d samples of %s (%s) on %s", len(samples), meta.get("model_name"), summary["sampler"]["name"],
              device)
-    start = time.perf_counter()
-    scores = evaluate_samples(samples, train, test, classifier, record, cfg.evaluate, torch_home=args.torch_home,
-                              seed=cfg.seed, device=device)
-    sampler = summary["sampler"]
-    out = {
-        "dataset": meta.get("dataset"), "model": meta.get("model_name"), "arch": meta.get("arch"),
-        "sampler": sampler["name"], "kind": sampler["kind"],
-        "steps": sampler_steps(build(SamplerSpec, sampler, "sampler"), meta.get("diffusion", {}).get("timesteps")),
-        "network_calls": summary["network_calls_per_batch"], "num_samples": summary["num_samples"],
-        "seconds_per_image": summary["seconds"] / summary["num_samples"], "device": summary["device"],
-        "classifier_accuracy": record.get("test_accuracy") if record.get("test_accuracy") is not None
-        else record.get("holdout_accuracy"),
-        **scores, "samples": str(args.samples), "evaluate_seconds": time.perf_counter() - start,
-        "evaluate_device": str(device), "version": __version__,
-    }
-    save_json(out, args.out)
+    scorer = QualityScorer(classifier, record, train, test, cfg.evaluate, torch_home=args.torch_home,
+                           seed=cfg.seed, device=device)
+    result = evaluate.run(samples, summary, meta, scorer, record)
+    result.record.update(samples=str(args.samples), version=__version__)
+    write_result(result, {"record": args.out})
+    out = result.record
     log.info("wrote %s: classifier FD %.4g (real vs real %.4g), FID %s", args.out, out["classifier_fd"],
              out["classifier_fd_real"], out["fid"])

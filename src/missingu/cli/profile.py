@@ -7,9 +7,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import profile
 from ..config import ConfigError
 from ..io import read_rows, write_rows
-from ..profile import check_checkpoints, journal_path, merge_rows, parse_shape, plan, run_profile
+from ..profile import check_checkpoints, journal_path, parse_shape, plan
+from ..task import write_result
 from . import options
 
 HELP = "measure parameters, FLOPs, NFE, latency and memory (CSV)"
@@ -50,10 +52,9 @@ def run(args: argparse.Namespace) -> None:
     earlier = read_rows(args.out) if args.merge and args.out.is_file() else []
     journal = journal_path(args.out)
     log.info("profiling %d rows on %s; each row is kept in %s as it is measured", len(jobs), device, journal)
-    rows = run_profile(cfg, device, jobs, journal, progress=not args.no_progress,
-                       on_row=lambda so_far: write_rows(merge_rows(earlier, so_far), args.out))
-    merged = merge_rows(earlier, rows)
-    write_rows(merged, args.out)
+    result = profile.run(cfg, device, jobs, journal, earlier=earlier, progress=not args.no_progress,
+                         on_row=lambda so_far: write_rows(so_far, args.out))
+    write_result(result, {"rows": args.out})
     journal.unlink()
-    log.info("wrote %s (%d rows of this run, %d kept from before, %s)", args.out, len(rows),
-             len(merged) - len(rows), rows[0]["device_name"] if rows else "no rows")
+    log.info("wrote %s (%d rows of this run, %d kept from before, %s)", args.out, result.record["measured"],
+             result.record["kept"], result.record["device_name"] or "no rows")

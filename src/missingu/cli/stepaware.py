@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .. import __version__, stepaware
 from ..classifier import load_classifier
 from ..config import ConfigError, build, to_dict
 from ..data import load_imageset
 from ..diffusion import Diffusion, DiffusionConfig
 from ..evaluate import QualityScorer
-from ..io import InputFileError, save_json, sidecars, write_rows
+from ..io import InputFileError, sidecars, write_rows
 from ..models import model_from_meta
-from ..stepaware import SIDECARS, run_study
-from ..strategies import Strategy, label
+from ..task import write_result
 from ..train import load_snapshot
 from . import options
 
@@ -34,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared train split")
     p.add_argument("--test", required=True, type=Path, help="prepared test split")
     p.add_argument("--out", required=True, type=Path, help="CSV, one row per evaluated strategy")
-    for name, suffix in SIDECARS.items():
+    for name, suffix in stepaware.SIDECARS.items():
         p.add_argument(f"--{name}", type=Path, help=f"default: OUT with {suffix}")
     options.torch_home(p, "Inception (for stepaware.quality: fid)")
     options.device(p)
@@ -82,24 +80,13 @@ def run(args: argparse.Namespace) -> None:
 
     log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search", sa.model, device, spec.name,
              sa.samples, sa.objective)
-    paths = {**sidecars(args.out, SIDECARS), **{k: getattr(args, k) for k in SIDECARS if getattr(args, k)}}
-    start = time.perf_counter()
-
-    def write(rows: list[dict]) -> None:
-        write_rows([{k: v for k, v in r.items() if k != "steps"} | {"quality_floor": record["quality_floor"]}
-                    for r in rows], args.out)
-
-    rows, history, networks = run_study(slim, {n: m for n, (m, _) in models.items()}, diffusion, spec, shape, score,
-                                        sa, device=device, on_row=write, log=log.info)
-    write(rows)
-    write_rows(history, paths["history"])
-    chosen_rows = [r for r in rows if r["kind"] != "candidate"]
-    save_json({r["strategy"]: Strategy(r["steps"]).to_data() for r in chosen_rows},
-              paths["strategies"])
-    searched = next(r for r in rows if r["kind"] == "search")
-    Strategy(searched["steps"]).save(paths["strategy"])
-    record.update(networks={label(c): {"gflops_per_call": n.flops / 1e9} for c, n in networks.items()},
-                  seconds=time.perf_counter() - start, model=meta, evaluations=len(rows))
-    save_json(record, paths["record"])
+    paths = {"rows": args.out, **sidecars(args.out, stepaware.SIDECARS),
+             **{k: getattr(args, k) for k in stepaware.SIDECARS if getattr(args, k)}}
+    result = stepaware.run(slim, {n: m for n, (m, _) in models.items()}, diffusion, spec, shape, score, sa,
+                           quality_floor=record["quality_floor"], device=device,
+                           on_row=lambda rows: write_rows(rows, args.out), log=log.info)
+    searched = result.record.pop("searched")
+    result.record.update(record, model=meta)
+    write_result(result, paths)
     log.info("wrote %s: searched strategy %.4g GFLOPs per call (%.0f%% saved), quality %.4g", args.out,
              searched["mean_gflops"], 100 * searched["saving"], searched["quality"])
