@@ -202,6 +202,9 @@ def test_executed_notebooks_have_no_error(smoke_run, name):
     errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     assert any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in code)
+    # a notebook a user opens shows no warning the user did not cause (tqdm's "IProgress not found" was one)
+    warnings = [o["text"] for c in code for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not warnings, warnings
 
 
 def test_report_rule_collects_figures_and_tables(smoke_run):

@@ -117,6 +117,57 @@ def test_config_files_are_valid_for_the_package(name):
     assert cfg.datasets and cfg.models and cfg.samplers
 
 
+# Defaults config/README.md states in words, not as one value (checked by hand, listed so a new one is seen).
+PROSE_DEFAULTS = {"profile.samplers", "bench.sampler"}
+
+
+def _readme_defaults() -> dict[str, str]:
+    """``section.key`` -> the default cell of every `| key | default | meaning |` table of config/README.md
+    (``datasets[].name``, top-level keys without a section, ``evaluate.classifier.steps``...)."""
+    out, section, in_table = {}, "", False
+    for line in (ROOT / "config/README.md").read_text().splitlines():
+        heading = re.match(r"## (?:`(\w+)(\[\])?`|Top level)", line)
+        if heading:
+            section = "" if heading.group(1) is None else heading.group(1) + (heading.group(2) or "")
+            in_table = False
+        elif line.startswith("| key | default |"):
+            in_table = True
+        elif in_table and line.startswith("| `"):
+            key, default = (c.strip() for c in line.strip("|").split("|")[:2])
+            out[f"{section}.{key.strip('`')}" if section else key.strip("`")] = default
+        elif not line.startswith("|"):
+            in_table = False
+    return out
+
+
+def _schema_default(dotted: str):
+    node, parts = SCHEMA, dotted.replace("[]", "").split(".")
+    for part in parts[:-1]:
+        node = node["properties"][part]
+        node = node.get("items", node)
+    return node, parts[-1]
+
+
+def test_config_readme_states_the_schemas_defaults():
+    stated = _readme_defaults()
+    assert len(stated) > 80, "the parser found too few rows"
+    checked = 0
+    for dotted, cell in stated.items():
+        node, key = _schema_default(dotted)
+        if cell == "required":
+            assert key in node.get("required", []), dotted
+            continue
+        if dotted in PROSE_DEFAULTS:
+            assert not cell.startswith("`"), f"{dotted}: now a value; compare it"
+            continue
+        assert cell.startswith("`") and cell.endswith("`") and cell.count("`") == 2, f"{dotted}: {cell}"
+        value = yaml.safe_load(cell.strip("`"))
+        assert value == node["properties"][key]["default"], f"{dotted}: README {value!r}, schema " \
+            f"{node['properties'][key]['default']!r}"
+        checked += 1
+    assert checked > 80
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)

@@ -27,7 +27,7 @@ from typing import Literal, TypeVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import ConfigError, choose, entry_name, positive
 from .io import InputFileError, load_torch, save_torch

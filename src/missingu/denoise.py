@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import ConfigError, choose, positive, to_dict
 from .diffusion import Diffusion

@@ -272,7 +272,7 @@ def run_profile(
     """Measure ``jobs`` in order, appending each row to ``journal`` as soon as it is measured;
     rows already in the journal with the same key are reused, not measured again.
     ``on_row(rows_so_far)`` is called after each row."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .train import load_snapshot
 

@@ -22,7 +22,7 @@ import torch
 import torchode
 from torch import Tensor
 from torchdiffeq import odeint
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import ConfigError, choose, entry_name, in_range, positive
 from .diffusion import Denoiser, Diffusion

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__, distributed
 from .config import ConfigError, derived_seed, in_range, positive

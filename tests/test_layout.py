@@ -1,0 +1,125 @@
+"""The layout: a stage is a set of files named after it (workflow/stages.yaml), stage modules do not
+import each other, the library never imports Snakemake, the CLI or the report, and modules stay small."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from missingu.cli import COMMANDS
+from missingu.experiment import ExperimentConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "missingu"
+STAGES = yaml.safe_load((ROOT / "workflow/stages.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+# The stage modules: each a task with a config, run(...) and work(...); none imports another.
+TASKS = ("profile", "bench", "denoise", "evaluate", "stepaware")
+# Workflow files that are not a stage's: shared helpers, sizing, the notebook pattern, the end.
+SHARED_RULES = {"common", "resources", "notebooks", "report"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of the package a file imports, as dotted names relative to ``missingu``."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+            found |= {n for n in names if n.startswith("missingu")}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {n.removeprefix("missingu.") for n in found if n.startswith("missingu")} | {
+        n for n in found if not n.startswith("missingu")}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_has_its_files(stage):
+    entry = STAGES[stage]
+    assert (ROOT / "workflow/rules" / f"{stage}.smk").is_file()
+    for module in entry["library"]:
+        assert (PACKAGE / f"{module}.py").is_file(), module
+    for command in entry["commands"]:
+        assert (PACKAGE / "cli" / f"{command.replace('-', '_')}.py").is_file(), command
+        assert command in COMMANDS, command
+    if entry["notebook"]:
+        assert (ROOT / "notebooks" / f"{stage}.ipynb").is_file()
+        assert (PACKAGE / "report" / f"{stage}.py").is_file()
+        captions = ROOT / "workflow/report" / stage
+        assert captions.is_dir() and any(captions.glob("*.rst"))
+    doc = ROOT / "docs" / f"{stage}.md"  # its reference: command, outputs, options, measured figures
+    assert doc.is_file() and f"`docs/{stage}.md`" in (ROOT / "README.md").read_text()
+    for command in entry["commands"]:
+        assert f"missingu {command}" in doc.read_text(), f"docs/{stage}.md does not show `missingu {command}`"
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    for section in entry["config"]:
+        assert section in fields and section in SCHEMA["properties"], section
+
+
+def test_the_stage_list_is_what_the_workflow_and_the_notebooks_have():
+    rules = {p.stem for p in (ROOT / "workflow/rules").glob("*.smk")}
+    assert rules == set(STAGES) | SHARED_RULES
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert notebooks == {name for name, entry in STAGES.items() if entry["notebook"]}
+    captions = {p.name for p in (ROOT / "workflow/report").iterdir() if p.is_dir()}
+    assert captions == {name for name, entry in STAGES.items() if entry["notebook"]}
+    reports = {p.stem for p in (PACKAGE / "report").glob("*.py")} - {"__init__", "common", "claims"}
+    assert reports == {name for name, entry in STAGES.items() if entry["notebook"]}
+    # the Snakefile includes the stages from the list, not by name
+    snakefile = (ROOT / "Snakefile").read_text()
+    assert "stages.yaml" in snakefile and not re.search(r"rules/(data|train|sample|denoise)\.smk", snakefile)
+
+
+def test_every_command_belongs_to_one_stage():
+    owners = [c for entry in STAGES.values() for c in entry["commands"]]
+    assert len(owners) == len(set(owners))
+    # `claims` is the end of the run (every stage's verdicts in one table), not a stage
+    assert set(COMMANDS) == set(owners) | {"claims"}
+    for name, module in COMMANDS.items():
+        assert module.__name__ == f"missingu.cli.{name.replace('-', '_')}"
+        assert callable(module.add_arguments) and callable(module.run) and module.HELP
+
+
+def test_stage_modules_import_no_other_stage_module():
+    for task in TASKS:
+        imported = _imports(PACKAGE / f"{task}.py")
+        others = {t for t in TASKS if t != task}
+        assert not imported & others, f"{task} imports {sorted(imported & others)}"
+
+
+def test_the_library_imports_neither_snakemake_nor_the_layers_above_it():
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        imported = _imports(path)
+        assert not any(n.startswith("snakemake") for n in imported), rel
+        if rel.parts[0] not in ("cli", "report"):
+            assert not any(n == "cli" or n.startswith(("cli.", "report")) for n in imported), rel
+    # the training loop does not import the experiment (checkpoint metadata lives with the experiment)
+    assert "experiment" not in _imports(PACKAGE / "train.py")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_task_has_one_shape(task):
+    import importlib
+
+    module = importlib.import_module(f"missingu.{task}")
+    assert callable(module.run) and callable(module.work)
+    configs = [v for v in vars(module).values() if dataclasses.is_dataclass(v) and v.__module__ == module.__name__
+               and v.__name__.endswith("Config")]
+    assert configs, f"missingu.{task} has no config dataclass"
+
+
+def test_no_module_is_much_over_400_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 430}
+    assert not long, long
