@@ -12,7 +12,6 @@ from ..config import ConfigError, build
 from ..data import load_imageset
 from ..denoise import Curve, Scorer
 from ..diffusion import Diffusion, DiffusionConfig
-from ..io import sidecars
 from ..measure import environment
 from ..models import model_from_meta
 from ..task import write_result
@@ -29,8 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="ema.pt written by train")
     p.add_argument("--data", required=True, type=Path, help="prepared test split (prepare-data --split test)")
     p.add_argument("--out", required=True, type=Path, help="summary CSV (protocol x sigma)")
-    for name, suffix in denoise.SIDECARS.items():
-        p.add_argument(f"--{name}", type=Path, help=f"default: OUT with {suffix}")
+    options.sidecars(p, denoise.SIDECARS)
     options.torch_home(p, "LPIPS")
     options.device(p)
     options.progress(p)
@@ -76,8 +74,7 @@ def run(args: argparse.Namespace) -> None:
                          progress=not args.no_progress, on_curve=report)
     result.record.update(checkpoint=str(args.checkpoint), data=str(args.data), version=__version__,
                          torch=env["torch"], threads=env["threads"])
-    paths = {"rows": args.out, **sidecars(args.out, denoise.SIDECARS),
-             **{k: getattr(args, k) for k in denoise.SIDECARS if getattr(args, k)}}
+    paths = {"rows": args.out, **options.sidecar_paths(args, denoise.SIDECARS)}
     write_result(result, paths)
     log.info("wrote %s (+ %s) in %.1f s", args.out, ", ".join(str(paths[k]) for k in denoise.SIDECARS),
              time.perf_counter() - start)

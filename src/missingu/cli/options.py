@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from .. import io
 from ..config import ConfigError, apply_overrides
 from ..experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
 from ..weights import DEFAULT_TORCH_HOME
@@ -43,6 +44,18 @@ def torch_home(p: argparse.ArgumentParser, weights: str) -> None:
     """``--torch-home``: where metric ``weights`` are staged (``hub/checkpoints/`` inside)."""
     p.add_argument("--torch-home", type=Path, default=DEFAULT_TORCH_HOME,
                    help=f"where the {weights} weights are staged (hub/checkpoints/ inside; default %(default)s)")
+
+
+def sidecars(p: argparse.ArgumentParser, suffixes: Mapping[str, str]) -> None:
+    """``--<name> PATH`` for each file a command writes beside its ``--out`` (its stage's ``SIDECARS``)."""
+    for name, suffix in suffixes.items():
+        p.add_argument(f"--{name}", type=Path, help=f"default: OUT with {suffix}")
+
+
+def sidecar_paths(args: argparse.Namespace, suffixes: Mapping[str, str]) -> dict[str, Path]:
+    """Where each sidecar goes: the option when given, else ``--out`` with its suffix."""
+    given = {name: getattr(args, name) for name in suffixes if getattr(args, name) is not None}
+    return {**io.sidecars(args.out, suffixes), **given}
 
 
 def experiment(args: argparse.Namespace) -> ExperimentConfig:

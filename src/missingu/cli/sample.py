@@ -12,7 +12,7 @@ import torch
 from .. import __version__
 from ..config import build, derived_seed, to_dict
 from ..diffusion import Diffusion, DiffusionConfig
-from ..io import save_grid, save_json, save_torch, sidecars
+from ..io import save_grid, save_json, save_torch
 from ..models import model_from_meta
 from ..models.ddpm import is_slimmable
 from ..samplers import SIDECARS, SamplerSpec, sample
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="ema.pt written by train")
     p.add_argument("--sampler", help="sampler entry name (default: the only one)")
     p.add_argument("--out", required=True, type=Path, help="samples (.pt)")
-    p.add_argument("--summary", type=Path, help="the sampling summary (JSON; default: OUT with .json)")
+    options.sidecars(p, SIDECARS)  # --summary: the sampling summary (JSON)
     p.add_argument("--grid", type=Path, help="also write a PNG grid")
     p.add_argument("--grid-size", type=int, default=64, help="images in the grid")
     p.add_argument("--strategy", type=Path,
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
         "network_calls_per_batch": calls // batches,
         "ode_evaluations_per_batch": None if nfe is None else nfe // batches,
         "seconds": seconds, "version": __version__,
-    }, args.summary or sidecars(args.out, SIDECARS)["summary"])
+    }, options.sidecar_paths(args, SIDECARS)["summary"])
     log.info("wrote %s (%d images, %.1f s)", args.out, n, seconds)
 
 

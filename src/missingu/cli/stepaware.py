@@ -14,7 +14,7 @@ from ..config import ConfigError, build, to_dict
 from ..data import load_imageset
 from ..diffusion import Diffusion, DiffusionConfig
 from ..evaluate import QualityScorer
-from ..io import InputFileError, sidecars, write_rows
+from ..io import InputFileError, write_rows
 from ..models import model_from_meta
 from ..task import write_result
 from ..train import load_snapshot
@@ -32,8 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared train split")
     p.add_argument("--test", required=True, type=Path, help="prepared test split")
     p.add_argument("--out", required=True, type=Path, help="CSV, one row per evaluated strategy")
-    for name, suffix in stepaware.SIDECARS.items():
-        p.add_argument(f"--{name}", type=Path, help=f"default: OUT with {suffix}")
+    options.sidecars(p, stepaware.SIDECARS)
     options.torch_home(p, "Inception (for stepaware.quality: fid)")
     options.device(p)
 
@@ -80,8 +79,7 @@ def run(args: argparse.Namespace) -> None:
 
     log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search", sa.model, device, spec.name,
              sa.samples, sa.objective)
-    paths = {"rows": args.out, **sidecars(args.out, stepaware.SIDECARS),
-             **{k: getattr(args, k) for k in stepaware.SIDECARS if getattr(args, k)}}
+    paths = {"rows": args.out, **options.sidecar_paths(args, stepaware.SIDECARS)}
     result = stepaware.run(slim, {n: m for n, (m, _) in models.items()}, diffusion, spec, shape, score, sa,
                            quality_floor=record["quality_floor"], device=device,
                            on_row=lambda rows: write_rows(rows, args.out), log=log.info)

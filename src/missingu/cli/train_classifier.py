@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..classifier import SIDECARS, accuracy, save_classifier, train_classifier
 from ..data import load_imageset
-from ..io import save_json, sidecars
+from ..io import save_json
 from . import options
 
 HELP = "the small classifier of the classifier Frechet distance"
@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared train split")
     p.add_argument("--test", required=True, type=Path, help="prepared test split (its accuracy)")
     p.add_argument("--out", required=True, type=Path, help="classifier (.pt)")
-    p.add_argument("--record", type=Path, help="what was trained and its accuracies (JSON; default: OUT with .json)")
+    options.sidecars(p, SIDECARS)  # --record: what was trained and its accuracies (JSON)
     options.device(p)
     options.progress(p)
 
@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> None:
                                         "holdout_accuracy")
     record.update(dataset=spec.name, device=str(device))
     save_classifier(model, record, args.out)
-    save_json(record, args.record or sidecars(args.out, SIDECARS)["record"])
+    save_json(record, options.sidecar_paths(args, SIDECARS)["record"])
     log.info("wrote %s: train accuracy %.3f, holdout %s, test %s", args.out, record["train_accuracy"],
              record.get("holdout_accuracy"), record["test_accuracy"])
