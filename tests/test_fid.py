@@ -1,9 +1,11 @@
 """FID / KID / Inception Score through torch-fidelity (missingu.metrics.fid), offline.
 
-The real Inception weights cannot be downloaded here, so the end-to-end test stages a file with the
-right state-dict keys and seeded random values: it checks the plumbing (loading from the staged path,
-grayscale input, set sizes, KID subset capping, ISC keys, no files written) and properties that hold
-for any feature extractor (FID of a set against itself is 0), not the values of the real metric.
+The real Inception weights cannot be downloaded here, so the end-to-end tests stage a file with the
+right state-dict keys and seeded random values: they check the plumbing (loading from the staged path,
+grayscale input, set sizes, KID subset capping, ISC keys, no files written), that the step-by-step
+computation gives ``torch_fidelity.calculate_metrics``'s values, that the returned pool3 features are the
+ones FID was computed from, and properties that hold for any feature extractor (FID of a set against
+itself is 0), not the values of the real metric.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch_fidelity
+from torch_fidelity import metric_fid, metric_isc, metric_kid
+from torch_fidelity import utils as fidelity_utils
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from missingu.metrics.fid import ImageTensorDataset, fidelity_metrics, kid_subset
+from missingu.metrics.frechet import frechet_distance_features
 from missingu.weights import WeightsUnavailable, weight_path
 
 INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
@@ -26,12 +31,19 @@ def images(n: int, c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=g)
 
 
-def refuse(**kwargs):
-    raise AssertionError("torch_fidelity.calculate_metrics must not be called")
+def refuse(*args, **kwargs):
+    raise AssertionError("torch-fidelity must not be called")
 
 
-def test_missing_inception_file_raises_the_stage_hint_before_torch_fidelity(tmp_path: Path, monkeypatch):
+@pytest.fixture
+def no_torch_fidelity(monkeypatch):
+    """Every torch-fidelity entry point fidelity_metrics could reach (or used to) raises."""
     monkeypatch.setattr(torch_fidelity, "calculate_metrics", refuse)
+    monkeypatch.setattr(fidelity_utils, "create_feature_extractor", refuse)
+    monkeypatch.setattr(fidelity_utils, "get_featuresdict_from_dataset", refuse)
+
+
+def test_missing_inception_file_raises_the_stage_hint_before_torch_fidelity(tmp_path: Path, no_torch_fidelity):
     x = images(4, 3, 16, 16)
     with pytest.raises(WeightsUnavailable) as err:
         fidelity_metrics(x, x, tmp_path)
@@ -83,61 +95,77 @@ OK = images(3, 3, 8, 8)
         (OK, OK, {"device": "meta"}, r"device must be a CPU or CUDA device"),
     ],
 )
-def test_inputs_are_validated(tmp_path: Path, monkeypatch, generated, reference, kwargs, match):
-    monkeypatch.setattr(torch_fidelity, "calculate_metrics", refuse)
+def test_inputs_are_validated(tmp_path: Path, no_torch_fidelity, generated, reference, kwargs, match):
     with pytest.raises(ValueError, match=match):
         fidelity_metrics(generated, reference, tmp_path, **kwargs)
 
 
 def test_arguments_reach_torch_fidelity(tmp_path: Path, monkeypatch):
-    """The call itself, with a stand-in for calculate_metrics (its result values are sentinels that only
-    check the key mapping; the real computation is tested below)."""
+    """The calls themselves, with stand-ins for the feature extractor and the feature extraction (seeded
+    random features, 16-d to keep FID cheap): the metrics are torch-fidelity's functions of those features
+    with our subset size, splits and torch-fidelity's default seed; the features come back as returned."""
     path = weight_path("inception", tmp_path)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not read by the stand-in")
-    seen = {}
+    monkeypatch.setattr(torch_fidelity, "calculate_metrics", refuse)
+    created, extracted = [], []
+    extractor = object()
 
-    def stand_in(**kwargs):
-        seen.update(kwargs)
-        return {
-            "frechet_inception_distance": 1.5,
-            "kernel_inception_distance_mean": 2.5,
-            "kernel_inception_distance_std": 3.5,
-            "inception_score_mean": 4.5,
-            "inception_score_std": 5.5,
-        }
+    def create(name, list_features, cuda=True, **kwargs):
+        created.append((name, list(list_features), cuda, kwargs))
+        return extractor
 
-    monkeypatch.setattr(torch_fidelity, "calculate_metrics", stand_in)
+    def extract(input, feat_extractor, batch_size, cuda, save_cpu_ram, verbose):
+        extracted.append((input, feat_extractor, batch_size, cuda, save_cpu_ram, verbose))
+        g = torch.Generator().manual_seed(len(extracted))
+        n = len(input)
+        return {"2048": torch.randn(n, 16, generator=g), "logits_unbiased": 3 * torch.randn(n, 10, generator=g)}
+
+    monkeypatch.setattr(fidelity_utils, "create_feature_extractor", create)
+    monkeypatch.setattr(fidelity_utils, "get_featuresdict_from_dataset", extract)
     gen, ref = images(7, 1, 16, 16), images(30, 3, 12, 20, seed=1)
     out = fidelity_metrics(gen, ref, tmp_path, kid_subset_size=500, isc=True, device="cuda", batch_size=5)
+
+    assert len(created) == 1
+    name, layers, cuda, kwargs = created[0]
+    assert (name, layers, cuda) == ("inception-v3-compat", ["2048", "logits_unbiased"], True)
+    assert kwargs["feature_extractor_weights_path"] == str(path) and kwargs["verbose"] is False
+    assert kwargs["cache"] is False and "feature_extractor" not in kwargs  # torch-fidelity's default, no compile
+    assert [len(e[0]) for e in extracted] == [7, 30]
+    for dataset, *rest in extracted:
+        assert isinstance(dataset, ImageTensorDataset) and rest == [extractor, 5, True, True, False]
+    assert torch.equal(extracted[0][0][2], gen[2].repeat(3, 1, 1)) and torch.equal(extracted[1][0][29], ref[29])
+
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    f_gen, l_gen = torch.randn(7, 16, generator=g1), 3 * torch.randn(7, 10, generator=g1)
+    f_ref = torch.randn(30, 16, generator=g2)
+    expected_fid = metric_fid.fid_statistics_to_metric(
+        metric_fid.fid_features_to_statistics(f_gen), metric_fid.fid_features_to_statistics(f_ref), False
+    )["frechet_inception_distance"]
+    kid = metric_kid.kid_features_to_metric(
+        f_gen, f_ref, kid_subset_size=7, kid_subsets=100, rng_seed=2020, verbose=False
+    )
+    isc = metric_isc.isc_features_to_metric(l_gen, splits=3, shuffle=True, rng_seed=2020)
+    assert out.pop("features_generated").equal(f_gen) and out.pop("features_reference").equal(f_ref)
     assert out == {
-        "fid": 1.5,
-        "kid_mean": 2.5,
-        "kid_std": 3.5,
-        "isc_mean": 4.5,
-        "isc_std": 5.5,
+        "fid": expected_fid,
+        "kid_mean": kid["kernel_inception_distance_mean"],
+        "kid_std": kid["kernel_inception_distance_std"],
+        "isc_mean": isc["inception_score_mean"],
+        "isc_std": isc["inception_score_std"],
         "kid_subset_size": 7,
         "num_generated": 7,
         "num_reference": 30,
         "isc_splits": 3,
     }
-    assert isinstance(seen.pop("input1"), ImageTensorDataset) and isinstance(seen.pop("input2"), ImageTensorDataset)
-    assert seen == {
-        "fid": True,
-        "kid": True,
-        "isc": True,
-        "kid_subset_size": 7,
-        "isc_splits": 3,
-        "feature_extractor_weights_path": str(path),
-        "cuda": True,
-        "batch_size": 5,
-        "cache": False,
-        "save_cpu_ram": True,
-        "verbose": False,
-    }
+    assert out["kid_std"] > 0 and out["isc_std"] > 0  # subsets and splits differ: the seeds are exercised
+
+    created.clear()
+    extracted.clear()
     out = fidelity_metrics(gen, ref, tmp_path)
-    assert seen["cuda"] is False and seen["isc"] is False and seen["kid_subset_size"] == 7
-    assert "isc_splits" not in out and "num_generated" in out
+    assert created[0][1:3] == (["2048"], False) and [e[2:4] for e in extracted] == [(64, False)] * 2
+    assert "isc_splits" not in out and "isc_mean" not in out and out["kid_subset_size"] == 7
+    assert out["features_generated"].shape == (7, 16) and out["features_reference"].shape == (30, 16)
 
 
 class _Architecture(FeatureExtractorInceptionV3):
@@ -211,5 +239,74 @@ def test_end_to_end_with_random_inception(random_inception_home: Path, tmp_path:
     assert torch.isfinite(torch.tensor([same["isc_mean"], same["isc_std"]])).all()
     assert "isc_mean" not in other and "isc_std" not in other
 
+    # the same images in the same batches: the same features
+    assert torch.equal(same["features_generated"], same["features_reference"])
+    assert torch.equal(other["features_generated"], same["features_generated"])
+    assert other["features_reference"].shape == (3, 2048)
+
     assert list(cwd.iterdir()) == [] and list(torch_env.iterdir()) == []
     assert sorted(p.relative_to(random_inception_home) for p in random_inception_home.rglob("*")) == before
+
+
+def _two_sets() -> tuple[torch.Tensor, torch.Tensor]:
+    """4 grayscale noise images and 5 RGB gradients with a bar, of another size (tiny: Inception resizes)."""
+    a = images(4, 1, 16, 16, seed=3)
+    b = torch.zeros(5, 3, 12, 20, dtype=torch.uint8)
+    b[:, 1] = torch.arange(20, dtype=torch.uint8).mul(12).view(1, 1, 20)
+    b[:, 0] = torch.tensor([0, 60, 120, 180, 240], dtype=torch.uint8).view(5, 1, 1)
+    b[:, 2, 2:8, 4:16] = 255
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def two_sets_metrics(random_inception_home: Path) -> dict:
+    """fidelity_metrics of the two sets with IS, KID on subsets of 3 of 4 and 5 images (so kid_std is
+    not round-off), batches of 3 (so both sets take two batches)."""
+    a, b = _two_sets()
+    return fidelity_metrics(a, b, random_inception_home, kid_subset_size=3, isc=True, batch_size=3)
+
+
+@pytest.mark.slow  # two Inception runs over 9 images and two FIDs (seconds on a CPU)
+def test_values_are_those_of_calculate_metrics(two_sets_metrics: dict, random_inception_home: Path):
+    a, b = _two_sets()
+    raw = torch_fidelity.calculate_metrics(
+        input1=ImageTensorDataset(a),
+        input2=ImageTensorDataset(b),
+        fid=True,
+        kid=True,
+        isc=True,
+        kid_subset_size=3,
+        isc_splits=2,
+        feature_extractor_weights_path=str(weight_path("inception", random_inception_home)),
+        cuda=False,
+        batch_size=3,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
+    )
+    out = two_sets_metrics
+    assert (out["kid_subset_size"], out["isc_splits"], out["num_generated"], out["num_reference"]) == (3, 2, 4, 5)
+    pairs = {
+        "fid": "frechet_inception_distance",
+        "kid_mean": "kernel_inception_distance_mean",
+        "kid_std": "kernel_inception_distance_std",
+        "isc_mean": "inception_score_mean",
+        "isc_std": "inception_score_std",
+    }
+    assert set(raw) == set(pairs.values())
+    for ours, theirs in pairs.items():
+        assert isinstance(out[ours], float) and out[ours] == pytest.approx(raw[theirs], rel=1e-6), ours
+    assert out["fid"] > 1.0 and out["kid_std"] > 0 and out["isc_std"] > 0  # none of them trivially 0
+
+
+@pytest.mark.slow  # one more FID (numpy eigensolver on 2048 x 2048)
+def test_returned_features_are_the_pool3_features_fid_comes_from(two_sets_metrics: dict):
+    gen, ref = two_sets_metrics["features_generated"], two_sets_metrics["features_reference"]
+    for features, n in ((gen, 4), (ref, 5)):
+        assert features.shape == (n, 2048) and features.dtype == torch.float32 and features.device.type == "cpu"
+        assert torch.isfinite(features).all() and features.abs().sum() > 0
+    assert not torch.equal(gen[:2], gen[2:])  # per image, not a repeated row
+    # our own Frechet distance (float64, symmetric eigensolvers) of the returned features is the returned
+    # FID (torch-fidelity's: float32 means, float64 covariances, general eigensolver)
+    fid = two_sets_metrics["fid"]
+    assert frechet_distance_features(ref, gen) == pytest.approx(fid, rel=1e-5)

@@ -118,7 +118,7 @@ def test_config_files_are_valid_for_the_package(name):
 
 
 # Defaults config/README.md states in words, not as one value (checked by hand, listed so a new one is seen).
-PROSE_DEFAULTS = {"profile.samplers", "bench.sampler"}
+PROSE_DEFAULTS = {"profile.samplers", "profile.counts", "bench.sampler"}
 
 
 def _readme_defaults() -> dict[str, str]:

@@ -355,7 +355,8 @@ def _bench_inference(models_, speed, variant, shape, bench, diffusion, device, k
                 else:
                     s = statistics.median(r)
                     emit(e, variant, "sample", batch=batch, sampler=spec.name, network_calls=calls[e.name],
-                         s_per_image=s / batch, s_per_batch=s)
+                         s_per_image=s / batch, s_per_batch=s,
+                         s_per_image_rounds=" ".join(f"{v / batch:.6g}" for v in r))
     denoisers.clear()
     _cleanup(device)
 

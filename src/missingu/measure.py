@@ -81,6 +81,12 @@ def sync(device: torch.device) -> None:
 
 def time_fn(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
     """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
+    return statistics.median(time_all(fn, device, warmup, repeats))
+
+
+def time_all(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` calls (the repeats an
+    interval on a time is made from)."""
     for _ in range(warmup):
         fn()
     sync(device)
@@ -97,15 +103,21 @@ def time_fn(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: i
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
 
 
 @torch.no_grad()
 def call_latency(model: nn.Module, shape: Sequence[int], batch: int, warmup: int, repeats: int) -> float:
     """Median seconds of one denoiser call on a batch."""
+    return statistics.median(call_latencies(model, shape, batch, warmup, repeats))
+
+
+@torch.no_grad()
+def call_latencies(model: nn.Module, shape: Sequence[int], batch: int, warmup: int, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` denoiser calls on a batch, after ``warmup`` calls."""
     x, steps = _inputs(model, shape, batch)
     model.eval()
-    return time_fn(lambda: model(x, steps), x.device, warmup, repeats)
+    return time_all(lambda: model(x, steps), x.device, warmup, repeats)
 
 
 def sample_latency(

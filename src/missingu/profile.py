@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,11 +25,11 @@ from typing import Any
 import torch
 
 from . import __version__
-from .config import ConfigError, positive, to_dict
+from .config import ConfigError, choose, positive, to_dict
 from .diffusion import Diffusion
 from .io import InputFileError, atomic_open
 from .measure import (
-    call_latency,
+    call_latencies,
     count_parameters,
     environment,
     format_shape,
@@ -38,7 +39,7 @@ from .measure import (
     weights_fit,
 )
 from .models import CUNetConfig, build_model, compatible
-from .samplers import SamplerSpec
+from .samplers import SamplerSpec, expected_calls
 from .task import Result, Work
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,43 @@ ROW_IDENTITY = ("device_name", "dataset", "model", "variant", "shape")  # a row 
 
 
 @dataclass(frozen=True)
+class CountSpec:
+    """An architecture preset counted (parameters and FLOPs per call, no timing) at an input shape
+    ``[C, H, W]``; a slimmable preset at each of its widths."""
+
+    arch: str
+    preset: str
+    shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        from .models import ARCHITECTURES
+
+        entry = choose(ARCHITECTURES, self.arch, "architecture", "arch")
+        choose(entry.presets, self.preset, f"{self.arch} preset", "preset")
+        if len(self.shape) != 3:
+            raise ConfigError(f"shape: {list(self.shape)} is not [C, H, W]")
+        for v in self.shape:
+            positive(v, "shape")
+
+
+# The papers' own architectures at the papers' shapes (the Missing U's MNIST 32x32x1 and CelebA /
+# LSUN 64x64x3; DDSM's CIFAR-10 32x32x3): counted in every profile, so the architecture claims are
+# answered in their own setting on any machine, with no training.
+PAPER_COUNTS = (
+    CountSpec("unet", "paper", (3, 64, 64)), CountSpec("cunet", "paper", (3, 64, 64)),
+    CountSpec("cunet", "draft", (3, 64, 64)), CountSpec("unet", "paper", (1, 32, 32)),
+    CountSpec("cunet", "paper", (1, 32, 32)), CountSpec("ddpm", "ddsm", (3, 32, 32)),
+)
+
+
+@dataclass(frozen=True)
 class ProfileConfig:
     """What ``missingu profile`` measures. ``shapes`` are extra (C, H, W) inputs besides each
-    dataset's; ``batch_sizes`` for per-call latency; ``sample_batch`` images for full-sample
-    latency with each of ``samplers``; ``memory_batch`` for training-step memory; ``ablations``
-    adds cU-Net variants (parameters, FLOPs, NFE and latency at the first batch size)."""
+    dataset's; ``batch_sizes`` for per-call latency (each repeat's time kept, for intervals);
+    ``sample_batch`` images for full-sample latency with each of ``samplers``; ``memory_batch``
+    for training-step memory; ``ablations`` adds cU-Net variants (parameters, FLOPs, NFE and
+    latency at the first batch size); ``counts`` architecture presets counted at given shapes
+    (parameters and FLOPs only: the papers' own architectures by default)."""
 
     shapes: tuple[tuple[int, int, int], ...] = ()
     batch_sizes: tuple[int, ...] = (1, 64)
@@ -67,6 +100,7 @@ class ProfileConfig:
     ))
     memory_batch: int = 8
     ablations: bool = True
+    counts: tuple[CountSpec, ...] = PAPER_COUNTS
 
     def __post_init__(self) -> None:
         for i, s in enumerate(self.shapes):
@@ -106,15 +140,21 @@ def profile_model(
     state_dict: dict | None = None,
     diffusion: Diffusion | None = None,
     full: bool = True,
+    count_only: bool = False,
+    width: float | None = None,
 ) -> dict[str, Any]:
     """One row of measurements for a model config at an input shape. ``state_dict`` is loaded
     when its names and shapes fit the model (an ablation variant with other layers keeps its
     initial weights; the row's ``weights`` column says which). ``full=False`` (ablation rows)
-    skips sampling, memory and all but the first batch size."""
+    skips sampling, memory and all but the first batch size; ``count_only`` measures parameters
+    and FLOPs alone (a slimmable model at ``width``). Latency columns hold the median of the
+    repeats, and ``latency_repeats_ms_b<batch>`` every repeat's time (space-separated)."""
     model = build_model(arch, config, shape[0], shape[1]).to(device)
     trained = state_dict is not None and weights_fit(model, state_dict)
     if trained:
         model.load_state_dict(state_dict)
+    if width is not None:
+        model.width = width
     cost = measure_call(model, shape)
     row: dict[str, Any] = {
         "shape": format_shape(shape),
@@ -123,10 +163,14 @@ def profile_model(
         "params_trainable": count_parameters(model, trainable_only=True),
         "flops_per_call": cost.flops, "macs_per_call": int(cost.macs), "ode_evals_per_call": cost.nfe,
     }
+    if count_only:
+        return row
     for batch in cfg.batch_sizes if full else cfg.batch_sizes[:1]:
-        seconds = call_latency(model, shape, batch, cfg.warmup, cfg.repeats)
+        times = call_latencies(model, shape, batch, cfg.warmup, cfg.repeats)
+        seconds = statistics.median(times)
         row[f"latency_ms_b{batch}"] = seconds * 1000
         row[f"images_per_s_b{batch}"] = batch / seconds
+        row[f"latency_repeats_ms_b{batch}"] = " ".join(f"{t * 1000:.6g}" for t in times)
     if not full:
         return row
     diffusion = (diffusion or Diffusion()).to(device)
@@ -134,6 +178,7 @@ def profile_model(
         seconds, calls, evals = sample_latency(model, diffusion, spec, shape, cfg.sample_batch)
         row[f"sample_s_{spec.name}"] = seconds
         row[f"sample_calls_{spec.name}"] = calls
+        row[f"sample_adaptive_{spec.name}"] = expected_calls(spec, diffusion.timesteps) is None
     row["train_step_mib"] = train_step_memory(arch, config, shape, cfg.memory_batch, device)
     if isinstance(config, CUNetConfig):
         adjoint = replace(config, adjoint=not config.adjoint)
@@ -165,6 +210,8 @@ class ProfileJob:
     shape: Shape
     full: bool
     checkpoint: Path | None
+    count_only: bool = False
+    width: float | None = None
 
     def describe(self) -> str:
         return f"{self.model} {self.variant} {format_shape(self.shape)}"
@@ -205,6 +252,26 @@ def plan(
             if cfg.profile.ablations and isinstance(config, CUNetConfig):
                 jobs += [ProfileJob(variant=name, config=variant, full=False, **common)
                          for name, variant in cunet_ablations(config).items() if variant != config]
+    if models is None:
+        jobs += [job for job in count_jobs(cfg.profile.counts) if shapes is None or job.shape in every]
+    return jobs
+
+
+def count_jobs(counts: Sequence[CountSpec]) -> list[ProfileJob]:
+    """The ``count`` rows (parameters and FLOPs, no timing) of ``profile.counts``: model
+    ``<arch>:<preset>`` (and ``@w<width>`` for each width of a slimmable preset)."""
+    from .models import ModelSpec
+
+    jobs = []
+    for spec in counts:
+        config = ModelSpec(f"{spec.arch}-{spec.preset}", spec.arch, spec.preset).resolve()
+        shape = tuple(spec.shape)
+        widths = [None] if len(getattr(config, "widths", ()) or ()) < 2 else list(config.widths)
+        for width in widths:
+            name = f"{spec.arch}:{spec.preset}" + ("" if width is None else f"@w{width:g}")
+            jobs.append(ProfileJob(dataset="", model=name, arch=spec.arch, preset=spec.preset, variant="count",
+                                   config=config, shape=shape, full=False, checkpoint=None, count_only=True,
+                                   width=width))
     return jobs
 
 
@@ -298,9 +365,10 @@ def run_profile(
                         states[job.checkpoint] = load_snapshot(job.checkpoint)["state_dict"]
                     state = states[job.checkpoint]
                 measured = profile_model(job.arch, job.config, job.shape, cfg.profile, device, state_dict=state,
-                                         diffusion=diffusion, full=job.full)
+                                         diffusion=diffusion, full=job.full, count_only=job.count_only,
+                                         width=job.width)
                 row = {**env, "dataset": job.dataset, "model": job.model, "arch": job.arch, "preset": job.preset,
-                       "variant": job.variant, **measured}
+                       "variant": job.variant, **({} if job.width is None else {"width": job.width}), **measured}
                 fh.write(json.dumps({"key": key, "row": row}) + "\n")
                 fh.flush()
                 log.info("profile %d/%d: %s (%.1f s)", i + 1, len(jobs), job.describe(), time.perf_counter() - t0)

@@ -37,7 +37,10 @@ OBJECTIVES = {"single": "single", "pareto": "pareto"}
 QUALITIES = {"classifier": "classifier", "fid": "fid"}
 # Files `missingu stepaware` writes beside its table (missingu.io.sidecars).
 SIDECARS = {"history": ".history.csv", "strategies": ".strategies.json", "strategy": ".strategy.yaml",
-            "record": ".json"}
+            "features": ".features.pt", "record": ".json"}
+# The first seed of the fresh samples the study's final strategies are re-evaluated on: disjoint
+# from the search's seeds (0 .. samples - 1), so the score reported is never the score that chose.
+FRESH_SEED = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ class StepAwareConfig:
     needs the Inception weights), ``samples`` images per evaluated strategy (in batches of
     ``batch_size``), the search (``objective``, ``population``, ``generations``, ``block`` visited
     steps per gene, ``flops_weight`` per mean GFLOPs), ``random_baselines`` random strategies at
-    the searched strategy's FLOPs, and ``low_noise_fraction`` of the steps (the least noisy) that
-    the hand-made baseline gives the full width."""
+    the searched strategy's FLOPs, ``low_noise_fraction`` of the steps (the least noisy) that
+    the hand-made baseline gives the full width, and ``eval_samples`` fresh samples (``null``:
+    ``samples``) every final strategy is re-evaluated on after the search."""
 
     model: str = ""
     mix: tuple[str, ...] = ()
@@ -65,12 +69,15 @@ class StepAwareConfig:
     random_baselines: int = 3
     low_noise_fraction: float = 0.3
     seed: int = 0
+    eval_samples: int | None = None
 
     def __post_init__(self) -> None:
         choose(OBJECTIVES, self.objective, "objective", "stepaware.objective")
         choose(QUALITIES, self.quality, "quality measure", "stepaware.quality")
         for key in ("samples", "batch_size", "population", "generations", "block", "random_baselines"):
             positive(getattr(self, key), f"stepaware.{key}")
+        if self.eval_samples is not None:
+            positive(self.eval_samples, "stepaware.eval_samples")
         if self.flops_weight < 0:
             raise ConfigError(f"stepaware.flops_weight: must be zero or positive, got {self.flops_weight}")
         if not 0 < self.low_noise_fraction < 1:
@@ -194,20 +201,25 @@ def run_study(
     diffusion: Any,
     spec: Any,
     shape: Sequence[int],
-    score: Callable[[Tensor], float],
+    score: Callable[[Tensor], tuple[float, Tensor]],
     config: StepAwareConfig,
     *,
     device: torch.device | str = "cpu",
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[Choice, Network]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[Choice, Network], dict[str, Tensor]]:
     """Evaluate the baselines (each uniform width, each other model alone, the hand-made rule),
-    search (``config.objective``), then random strategies at the searched strategy's mean FLOPs.
+    search (``config.objective``), then random strategies at the searched strategy's mean FLOPs;
+    then re-evaluate every one of them but the candidates on fresh seeds.
 
-    ``score(uint8 images) -> quality`` (lower is better). Every strategy draws the same
-    ``config.samples`` seeds, so differences come from the networks, not the noise. Returns the
-    rows (one per evaluated strategy, with the strategy itself under ``"strategy"``), the search
-    history (best objective per generation) and the networks."""
+    ``score(uint8 images) -> (quality, features)`` (lower is better). In the search phase every
+    strategy draws the same ``config.samples`` seeds (0, 1, ...), so differences come from the
+    networks, not the noise; those scores choose (``phase: search``). The chosen strategies and
+    the baselines are then sampled again from ``eval_samples`` fresh seeds (from
+    :data:`FRESH_SEED`, the same for every strategy: paired), and those scores are the ones a
+    verdict uses (``phase: fresh``; a selected score is biased towards the selection). Returns the
+    rows (one per evaluation, with the strategy itself under ``"steps"``), the search history (best
+    objective per generation), the networks and the fresh evaluations' features by strategy."""
     import time
 
     import numpy as np
@@ -223,10 +235,13 @@ def run_study(
     rows: list[dict[str, Any]] = []
     shapes = {c: n.output_shape for c, n in networks.items()}
 
-    def evaluate(strategy: Strategy, name: str, kind: str) -> dict[str, Any]:
+    features: dict[str, Tensor] = {}
+
+    def evaluate(strategy: Strategy, name: str, kind: str, fresh: bool = False) -> dict[str, Any]:
         validate(strategy, diffusion.timesteps, choices, shapes)
         denoiser = StepAwareDenoiser(strategy, {c: n.call for c, n in networks.items()}, slimmable)
-        seeds = list(range(config.samples))
+        count = (config.eval_samples or config.samples) if fresh else config.samples
+        seeds = list(range(FRESH_SEED, FRESH_SEED + count)) if fresh else list(range(count))
         t0 = time.perf_counter()
         images = []
         for first in range(0, len(seeds), config.batch_size):
@@ -234,10 +249,13 @@ def run_study(
             images.append(to_uint8(out.images).cpu())
         seconds = time.perf_counter() - t0
         slimmable.width = full
-        quality = score(torch.cat(images))
+        quality, feats = score(torch.cat(images))
+        if fresh:
+            features[name] = feats
         total, mean = strategy_flops(strategy, {c: n.flops for c, n in networks.items()}, visited)
         used = [strategy.steps[t] for t in visited]
-        row = {"strategy": name, "kind": kind, "quality": quality, "mean_gflops": mean / 1e9,
+        row = {"strategy": name, "kind": kind, "phase": "fresh" if fresh else "search", "samples": len(seeds),
+               "quality": quality, "mean_gflops": mean / 1e9,
                "total_gflops": total / 1e9, "saving": 1 - mean / full_mean,
                "objective": quality + config.flops_weight * mean / 1e9, "seconds_per_image": seconds / len(seeds),
                "network_calls": len(visited),
@@ -294,8 +312,11 @@ def run_study(
         draws = [rng.choice(len(choices), size=genes, p=p) for _ in range(200)]
         best_draw = min(draws, key=lambda d: abs(flops[list(d)].mean() - target))
         evaluate(strategy_of([int(v) for v in best_draw]), f"random {k}", "random")
+    # the verdicts' scores: every strategy but the candidates again, on fresh seeds
+    for row in [r for r in rows if r["kind"] in ("baseline", "search", "random")]:
+        evaluate(Strategy(row["steps"]), row["strategy"], row["kind"], fresh=True)
     history = [{"generation": i, **{f"best_{j}": v for j, v in enumerate(h)}} for i, h in enumerate(result.history)]
-    return rows, history, networks
+    return rows, history, networks, features
 
 
 def run(
@@ -304,7 +325,7 @@ def run(
     diffusion: Any,
     spec: Any,
     shape: Sequence[int],
-    score: Callable[[Tensor], float],
+    score: Callable[[Tensor], tuple[float, Tensor]],
     config: StepAwareConfig,
     *,
     quality_floor: float | None,
@@ -312,27 +333,30 @@ def run(
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> Result:
-    """The study (:func:`run_study`) as a :class:`~missingu.task.Result`: rows = one per evaluated
-    strategy (without its per-step choices; ``quality_floor`` beside each), table ``history`` (the
-    search's best objective per generation), files ``strategies`` (every strategy that is not a
-    search candidate) and ``strategy`` (the searched one), and the record (FLOPs per call of each
-    network, evaluations, wall time). ``on_row(rows so far)`` as each strategy is scored."""
+    """The study (:func:`run_study`) as a :class:`~missingu.task.Result`: rows = one per evaluation
+    (without its per-step choices; ``quality_floor``, the real-vs-real value at ``samples``, beside
+    each), table ``history`` (the search's best objective per generation), files ``strategies``
+    (every strategy that is not a search candidate), ``strategy`` (the searched one) and
+    ``features`` (the fresh evaluations' features by strategy, for the verdicts' intervals; the
+    command adds the reference's), and the record (FLOPs per call of each network, evaluations, wall time).
+    ``on_row(rows so far)`` as each strategy is scored."""
     import time
 
     def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "steps"} | {"quality_floor": quality_floor} for r in rows]
 
     start = time.perf_counter()
-    rows, history, networks = run_study(slimmable, others, diffusion, spec, shape, score, config, device=device,
-                                        on_row=None if on_row is None else (lambda so_far: on_row(table(so_far))),
-                                        log=log)
-    searched = next(r for r in rows if r["kind"] == "search")
+    rows, history, networks, features = run_study(
+        slimmable, others, diffusion, spec, shape, score, config, device=device,
+        on_row=None if on_row is None else (lambda so_far: on_row(table(so_far))), log=log)
+    searched = next(r for r in rows if r["kind"] == "search" and r["phase"] == "fresh")
     record = {"networks": {label(c): {"gflops_per_call": n.flops / 1e9} for c, n in networks.items()},
               "seconds": time.perf_counter() - start, "evaluations": len(rows),
               "searched": {k: searched[k] for k in ("mean_gflops", "saving", "quality")}}
     return Result(rows=table(rows), record=record, tables={"history": history}, files={
         "strategies": {r["strategy"]: Strategy(r["steps"]).to_data() for r in rows if r["kind"] != "candidate"},
         "strategy": Strategy(searched["steps"]).to_data(),
+        "features": {"strategies": features},
     })
 
 
@@ -342,4 +366,5 @@ def work(config: StepAwareConfig, spec: Any, timesteps: int, networks: int, shap
     through every network call of the sampler."""
     calls = len(visited_steps(spec.kind, timesteps, spec.steps))
     strategies = networks + 1 + config.population * config.generations + config.random_baselines
-    return Work(forward_values=float(strategies * config.samples * calls * image_values(shape)))
+    finals = (networks + 2 + config.random_baselines) * (config.eval_samples or config.samples)
+    return Work(forward_values=float((strategies * config.samples + finals) * calls * image_values(shape)))

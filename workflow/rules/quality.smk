@@ -4,6 +4,7 @@
 # its samples.
 
 from missingu.classifier import SIDECARS as CLASSIFIER_SIDECARS
+from missingu.evaluate import SIDECARS as EVALUATE_SIDECARS
 
 
 # The classifier and the evaluation depend on a dataset's entry, the evaluate settings, seed and device.
@@ -45,7 +46,8 @@ rule evaluate:
         test=prepared("test"),
         weights=rules.fetch_weights.output[0],
     output:
-        f"{RESULTS['evaluate']}.json",
+        record=f"{RESULTS['evaluate']}.json",
+        **beside(f"{RESULTS['evaluate']}.json", EVALUATE_SIDECARS),
     params:
         config=QUALITY_CONFIG,
         torch_home=lambda wildcards, input: os.path.dirname(input.weights),
@@ -63,13 +65,15 @@ rule evaluate:
     shell:
         "TORCH_HOME={params.torch_home} python -m missingu.cli evaluate --config-json {params.config}"
         " --samples {input.samples} --summary {input.summary} --classifier {input.classifier}"
-        " --data {input.train} --test {input.test} --out {output} --torch-home {params.torch_home}"
+        " --data {input.train} --test {input.test} --out {output.record} --features {output.features}"
+        " --torch-home {params.torch_home}"
         " --threads {threads} 2> {log}"
 
 
 NOTEBOOKS["quality"] = {
     "input": {
-        "quality": expand(rules.evaluate.output[0], dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
+        "quality": expand(rules.evaluate.output.record, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
+        "features": expand(rules.evaluate.output.features, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
         "classifiers": expand(rules.train_classifier.output.record, dataset=DATASETS),
         "claims_file": CLAIMS_FILE,
     },
@@ -91,7 +95,8 @@ NOTEBOOKS["quality"] = {
         ),
     },
     "parameters": {
-        "records": records(("dataset", "model", "sampler"), quality=rules.evaluate.output[0]),
+        "records": records(("dataset", "model", "sampler"), quality=rules.evaluate.output.record,
+                           features=rules.evaluate.output.features),
         "classifiers": records(("dataset",), record=rules.train_classifier.output.record),
         "claims_yaml": CLAIMS_FILE,
     },

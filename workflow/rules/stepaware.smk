@@ -43,13 +43,15 @@ if STEPAWARE:
             "python -m missingu.cli stepaware --config-json {params.config} {params.checkpoints}"
             " --classifier {input.classifier} --data {input.train} --test {input.test} --out {output.table}"
             " --history {output.history} --strategies {output.strategies} --strategy {output.strategy}"
-            " --record {output.record} --torch-home {params.torch_home} --threads {threads} 2> {log}"
+            " --features {output.features} --record {output.record} --torch-home {params.torch_home}"
+            " --threads {threads} 2> {log}"
 
     NOTEBOOKS["stepaware"] = {
         "input": {
             "tables": expand(rules.stepaware.output.table, dataset=DATASETS),
             "records": expand(rules.stepaware.output.record, dataset=DATASETS),
             "strategies": expand(rules.stepaware.output.strategies, dataset=DATASETS),
+            "features": expand(rules.stepaware.output.features, dataset=DATASETS),
             "claims_file": CLAIMS_FILE,
         },
         "output": {
@@ -72,7 +74,7 @@ if STEPAWARE:
         "parameters": {
             "records": records(("dataset",), table=rules.stepaware.output.table,
                                record=rules.stepaware.output.record, strategies=rules.stepaware.output.strategies,
-                               history=rules.stepaware.output.history),
+                               history=rules.stepaware.output.history, features=rules.stepaware.output.features),
             "claims_yaml": CLAIMS_FILE,
         },
     }

@@ -13,7 +13,7 @@ from ..data import load_imageset
 from ..denoise import Curve, Scorer
 from ..diffusion import Diffusion, DiffusionConfig
 from ..measure import environment
-from ..models import model_from_meta
+from ..models import model_from_meta, preset_name
 from ..task import write_result
 from ..train import load_snapshot
 from ..weights import WeightsUnavailable
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
     scorer = Scorer(data.shape[-1], lpips_model, lpips_note)
     env = environment(device)
     fixed = {"dataset": meta["dataset"], "model": meta["model_name"], "arch": meta["arch"],
+             "preset": preset_name(meta["arch"], meta["model"]),
              "reverse": dc.reverse, "device": env["device"], "device_name": env["device_name"]}
     log.info("denoising %d test images of %s with %s on %s: sigmas %s, protocols %s", len(clean), meta["dataset"],
              meta["model_name"], device, list(dc.sigmas), list(dc.protocols))

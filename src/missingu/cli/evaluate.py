@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared train split (FID's reference)")
     p.add_argument("--test", required=True, type=Path, help="prepared test split (the classifier distance's reference)")
     p.add_argument("--out", required=True, type=Path, help="JSON with every score, the sampler's cost and the device")
+    options.sidecars(p, evaluate.SIDECARS)  # --features: the features the scores were computed from (for intervals)
     options.torch_home(p, "Inception")
     options.device(p)
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
                            seed=cfg.seed, device=device)
     result = evaluate.run(samples, summary, meta, scorer, record)
     result.record.update(samples=str(args.samples), version=__version__)
-    write_result(result, {"record": args.out})
+    write_result(result, {"record": args.out, **options.sidecar_paths(args, evaluate.SIDECARS)})
     out = result.record
     log.info("wrote %s: classifier FD %.4g (real vs real %.4g), FID %s", args.out, out["classifier_fd"],
              out["classifier_fd_real"], out["fid"])

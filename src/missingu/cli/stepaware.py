@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> None:
     else:
         record.update(quality="FID", reference="train split", quality_floor=None)
 
-    def score(images: torch.Tensor) -> float:
-        return scorer.quality(images, sa.quality)
+    def score(images: torch.Tensor) -> tuple[float, torch.Tensor]:
+        return scorer.quality_and_features(images, sa.quality)
 
     log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search", sa.model, device, spec.name,
              sa.samples, sa.objective)
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> None:
     result = stepaware.run(slim, {n: m for n, (m, _) in models.items()}, diffusion, spec, shape, score, sa,
                            quality_floor=record["quality_floor"], device=device,
                            on_row=lambda rows: write_rows(rows, args.out), log=log.info)
+    result.files["features"]["reference"] = scorer.reference_features_of(sa.quality)
     searched = result.record.pop("searched")
     result.record.update(record, model=meta)
     write_result(result, paths)

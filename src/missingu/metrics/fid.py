@@ -19,6 +19,9 @@ FID is a biased estimator: with few samples it is biased upwards (its expectatio
 number of images grows), so FIDs are comparable only between runs with the same numbers of images, and
 with fewer than 2049 images the covariances are singular. KID is unbiased but noisy on small sets.
 
+The pool3 features of both sets are returned with the metrics (:func:`fidelity_metrics`), so FID can be
+recomputed (e.g. bootstrapped over resampled images) without running Inception again.
+
 The Inception file (``weights-inception-2015-12-05-6726825d.pth``) must be staged in
 ``<torch_home>/hub/checkpoints`` (:mod:`missingu.weights`); it is never downloaded here.
 """
@@ -37,6 +40,12 @@ from ..weights import require_weights
 # torch-fidelity's defaults for a full-size evaluation, reduced when the sets are smaller.
 KID_SUBSET_SIZE = 1000
 ISC_SPLITS = 10
+
+# torch-fidelity's default feature extractor for FID/KID/IS (utils.DEFAULT_FEATURE_EXTRACTOR) and its layers
+# for them (FeatureExtractorInceptionV3.get_default_feature_layer_for_metric): what calculate_metrics uses.
+FEATURE_EXTRACTOR = "inception-v3-compat"
+POOL3 = "2048"  # FID and KID: the 2048-d pool3 features
+LOGITS = "logits_unbiased"  # IS: the 1008 logits without the final bias
 
 # torch-fidelity's result keys (torch_fidelity.KEY_METRIC_*), mapped to ours.
 _KEYS = {
@@ -115,9 +124,9 @@ def fidelity_metrics(
     isc: bool = False,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
-) -> dict[str, float | int]:
+) -> dict[str, float | int | Tensor]:
     """FID and KID of ``generated`` against ``reference`` (and the Inception Score of ``generated`` when
-    ``isc``), by ``torch_fidelity.calculate_metrics`` on Inception pool3 features.
+    ``isc``) on Inception pool3 features, with the features themselves.
 
     Both sets are uint8 (N, C, H, W) with C = 1 (repeated to RGB) or 3 and at least 2 images; their
     sizes, channels and image sizes may differ (each image is resized to 299 x 299 by torch-fidelity,
@@ -131,16 +140,26 @@ def fidelity_metrics(
     The Inception file is checked with :func:`~missingu.weights.require_weights` first: when it is not
     staged in ``<torch_home>/hub/checkpoints``, :class:`~missingu.weights.WeightsUnavailable` (``not
     computed: stage weights-inception-2015-12-05-6726825d.pth in <dir>``) is raised and torch-fidelity is
-    not called. It is passed as ``feature_extractor_weights_path``, so nothing is downloaded; torch-fidelity
-    runs with ``cache=False`` (no feature or statistics files written anywhere), ``verbose=False`` and
-    ``save_cpu_ram=True`` (no DataLoader worker processes: the images are already in memory).
+    not called. It is passed as ``feature_extractor_weights_path``, so nothing is downloaded.
+
+    The computation is ``torch_fidelity.calculate_metrics``'s (with ``cache=False``, ``verbose=False``,
+    ``save_cpu_ram=True``), done step by step with its own functions so the features can be kept: one
+    Inception (``utils.create_feature_extractor``, layers ``2048`` and, with ``isc``, ``logits_unbiased``)
+    runs once over each set (``utils.get_featuresdict_from_dataset``: uint8 RGB batches of ``batch_size``,
+    no DataLoader workers, no feature files written), then ``metric_fid.fid_featuresdict_to_statistics`` +
+    ``fid_statistics_to_metric``, ``metric_kid.kid_featuresdict_to_metric`` and
+    ``metric_isc.isc_featuresdict_to_metric`` (torch-fidelity's default seed, ``rng_seed`` 2020, for the KID
+    subsets and the IS shuffle). The values are those of ``calculate_metrics`` on the same inputs (tested).
 
     ``kid_subset_size`` defaults to ``min(1000, num_generated, num_reference)``; a larger value is reduced
     to that cap. When it equals both set sizes every subset holds all images, so ``kid_std`` is 0 by
     construction. The Inception Score uses ``min(10, num_generated // 2)`` splits (so each has >= 2 images).
 
     Returns ``fid``, ``kid_mean``, ``kid_std`` (floats), ``kid_subset_size``, ``num_generated``,
-    ``num_reference`` (ints) and, with ``isc``, ``isc_mean``, ``isc_std`` and ``isc_splits``.
+    ``num_reference`` (ints), ``features_generated`` (N, 2048) and ``features_reference`` (M, 2048) (the
+    pool3 features FID and KID were computed from, float32 on the CPU, in input order; FID from them:
+    :func:`missingu.metrics.frechet.frechet_distance_features` ``(features_reference, features_generated)``)
+    and, with ``isc``, ``isc_mean``, ``isc_std`` and ``isc_splits``.
     """
     gen_set = ImageTensorDataset(generated, "generated")
     ref_set = ImageTensorDataset(reference, "reference")
@@ -152,26 +171,42 @@ def fidelity_metrics(
     splits = min(ISC_SPLITS, n_gen // 2)
 
     weights_path = require_weights("inception", torch_home)
-    import torch_fidelity
+    from torch_fidelity import metric_fid, metric_isc, metric_kid, utils
 
+    # the keyword arguments calculate_metrics would get; its other settings keep their defaults
+    options = dict(
+        fid=True,
+        kid=True,
+        isc=isc,
+        kid_subset_size=subset,
+        isc_splits=splits,
+        feature_extractor_weights_path=str(weights_path),
+        cuda=cuda,
+        batch_size=batch_size,
+        cache=False,
+        save_cpu_ram=True,
+        verbose=False,
+    )
+    layers = [POOL3, LOGITS] if isc else [POOL3]
     with current_gpu:
-        raw = torch_fidelity.calculate_metrics(
-            input1=gen_set,
-            input2=ref_set,
-            fid=True,
-            kid=True,
-            isc=isc,
-            kid_subset_size=subset,
-            isc_splits=splits,
-            feature_extractor_weights_path=str(weights_path),
-            cuda=cuda,
-            batch_size=batch_size,
-            cache=False,
-            save_cpu_ram=True,
-            verbose=False,
-        )
-    out: dict[str, float | int] = {ours: float(raw[theirs]) for theirs, ours in _KEYS.items() if theirs in raw}
+        extractor = utils.create_feature_extractor(FEATURE_EXTRACTOR, layers, **options)
+        extract = dict(feat_extractor=extractor, batch_size=batch_size, cuda=cuda, save_cpu_ram=True, verbose=False)
+        gen_features = utils.get_featuresdict_from_dataset(gen_set, **extract)
+        ref_features = utils.get_featuresdict_from_dataset(ref_set, **extract)
+    del extractor, extract
+
+    raw: dict[str, float] = {}
+    if isc:
+        raw.update(metric_isc.isc_featuresdict_to_metric(gen_features, LOGITS, **options))
+    gen_stats = metric_fid.fid_featuresdict_to_statistics(gen_features, POOL3)
+    ref_stats = metric_fid.fid_featuresdict_to_statistics(ref_features, POOL3)
+    raw.update(metric_fid.fid_statistics_to_metric(gen_stats, ref_stats, False))
+    raw.update(metric_kid.kid_featuresdict_to_metric(gen_features, ref_features, POOL3, **options))
+
+    out: dict[str, float | int | Tensor] = {ours: float(raw[theirs]) for theirs, ours in _KEYS.items() if theirs in raw}
     out.update(kid_subset_size=subset, num_generated=n_gen, num_reference=n_ref)
     if isc:
         out["isc_splits"] = splits
+    out["features_generated"] = gen_features[POOL3].to("cpu", torch.float32)
+    out["features_reference"] = ref_features[POOL3].to("cpu", torch.float32)
     return out

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..config import ConfigError, build, choose, entry_name
+from ..config import ConfigError, build, choose, entry_name, to_dict
 from .cunet import CUNet, CUNetConfig
 from .ddpm import DDPMUNet, DDPMUNetConfig
 from .unet import UNet, UNetConfig
@@ -97,6 +97,18 @@ class ModelSpec:
         return build(arch.config_cls, {**arch.presets[self.preset], **self.options}, "options")
 
 
+def preset_name(arch: str | None, config: Mapping[str, Any] | None) -> str:
+    """The name of ``arch``'s preset whose config ``config`` (a plain dict, as checkpoints store it)
+    is, else ``custom``: which architecture a trained model is, read from its checkpoint."""
+    entry = ARCHITECTURES.get(arch or "")
+    if entry is None or config is None:
+        return "custom"
+    for name, values in entry.presets.items():
+        if to_dict(build(entry.config_cls, values, "preset")) == dict(config):
+            return name
+    return "custom"
+
+
 def check_image_size(config: UNetConfig | CUNetConfig, image_size: int) -> None:
     """The U-Nets halve the image ``downsamplings`` times; the size must allow it exactly."""
     factor = 2**config.downsamplings
@@ -147,5 +159,5 @@ def model_from_spec(spec: ModelSpec, channels: int, image_size: int) -> nn.Modul
 
 __all__ = [
     "ARCHITECTURES", "CUNet", "CUNetConfig", "DDPMUNet", "DDPMUNetConfig", "ModelSpec", "UNet", "UNetConfig",
-    "build_model", "check_image_size", "compatible", "model_from_meta", "model_from_spec",
+    "build_model", "check_image_size", "compatible", "model_from_meta", "model_from_spec", "preset_name",
 ]

@@ -18,7 +18,11 @@ from .claims import (
     CLAIM_KINDS,
     claim_frame,
     claim_kind,
+    cost_verdict,
+    decide,
     merge_claims,
+    own_setting_counts,
+    setting_of,
     status_row,
     unet_cunet_pairs,
 )
@@ -39,7 +43,6 @@ from .efficiency import (
     efficiency_table,
     plot_claims,
     speed_claims,
-    verdict,
 )
 from .quality import QUALITY_METRICS, plot_quality, quality_claims, quality_table
 from .sample import plot_sample_grids, sampling_table
@@ -48,10 +51,11 @@ from .train import plot_loss_curves, read_loss_curves, training_table
 
 __all__ = [
     "BETTER", "CLAIM_CHECKS", "CLAIM_COLUMNS", "CLAIM_KINDS", "DENOISE_METRICS", "MEASURES", "QUALITY_METRICS",
-    "bench_table", "claim_frame", "claim_kind", "claims_table", "denoising_claims", "denoising_table",
-    "efficiency_table", "markdown", "merge_claims", "message_figure", "metric_note", "numeric", "plot_claims",
-    "plot_denoising_curves", "plot_denoising_examples", "plot_loss_curves", "plot_quality", "plot_sample_grids",
-    "plot_stepaware_pareto", "plot_strategy_heatmap", "quality_claims", "quality_table", "read_denoising",
-    "read_loss_curves", "sampling_table", "save_figure", "speed_claims", "status_row", "stepaware_claims",
-    "stepaware_table", "training_table", "unet_cunet_pairs", "verdict", "write_table",
+    "bench_table", "claim_frame", "claim_kind", "claims_table", "cost_verdict", "decide", "denoising_claims",
+    "denoising_table", "efficiency_table", "markdown", "merge_claims", "message_figure", "metric_note", "numeric",
+    "own_setting_counts", "plot_claims", "plot_denoising_curves", "plot_denoising_examples", "plot_loss_curves",
+    "plot_quality", "plot_sample_grids", "plot_stepaware_pareto", "plot_strategy_heatmap", "quality_claims",
+    "quality_table", "read_denoising", "read_loss_curves", "sampling_table", "save_figure", "setting_of",
+    "speed_claims", "status_row", "stepaware_claims", "stepaware_table", "training_table", "unet_cunet_pairs",
+    "write_table",
 ]

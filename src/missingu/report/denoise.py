@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from ..stats import Interval, bootstrap_indices, percentile_interval
 from . import claims as c_
 from .common import Record, metric_note, numeric, save_figure
 
@@ -109,17 +111,23 @@ def plot_denoising_examples(runs: Sequence[Record], path: str | Path, title: str
     save_figure(fig, path)
 
 
-def _paired(images: pd.DataFrame, metric: str, cunet: str, unet: str, sigmas: Sequence[float] | None = None):
-    """cU-Net minus U-Net per (protocol, sigma, image) of one dataset: mean and standard error."""
-    part = images if sigmas is None else images[images["sigma"].isin(sigmas)]
+def _advantages(part: pd.DataFrame, metric: str, cunet: str, unet: str, sign: int) -> pd.DataFrame:
+    """The cU-Net's advantage ``sign x (cU-Net - U-Net)`` per image (rows) and (protocol, sigma)
+    (columns): both models denoised the same noisy images, so an image is the paired unit; values
+    that are not finite (PSNR of an exact copy) are left out (NaN)."""
     values = part.assign(value=numeric(part[metric])).pivot_table(
-        index=["protocol", "sigma", "image"], columns="model", values="value")
-    diff = (values[cunet] - values[unet]).dropna()
-    diff = diff[diff.abs() < float("inf")]
-    if diff.empty:
-        return None, None, 0
-    se = float(diff.std() / len(diff) ** 0.5) if len(diff) > 1 else float("inf")
-    return float(diff.mean()), se, len(diff)
+        index="image", columns=["protocol", "sigma", "model"], values="value")
+    diff = sign * (values.xs(cunet, axis=1, level="model") - values.xs(unet, axis=1, level="model"))
+    return diff.where(diff.abs() < float("inf"))
+
+
+def _bootstrap(table: pd.DataFrame, claims: c_.ClaimsFile, statistic: Any = None) -> Interval:
+    """The paired bootstrap interval over images (rows resampled together across every column) of
+    ``statistic(rows)`` (default: the mean of every finite value)."""
+    data = torch.tensor(table.to_numpy(dtype=float), dtype=torch.float64)
+    stat = statistic or (lambda x: torch.nanmean(x.flatten()))
+    reps = [float(stat(data[i])) for i in bootstrap_indices(data.shape[0], c_.resamples(claims), claims.get("seed", 0))]
+    return percentile_interval(float(stat(data)), torch.tensor(reps), c_.level(claims), data.shape[0])
 
 
 @c_.claim_check("denoise", stage="denoise", table="denoise_vs_claims", words="the denoising task")
@@ -133,11 +141,14 @@ def _judge_denoising(claim: c_.Claim, images: pd.DataFrame, claims: c_.ClaimsFil
         models = part.drop_duplicates("model")
         for _, u, c in c_.unet_cunet_pairs(models, "dataset"):
             unet, cunet = u["model"], c["model"]
-            row = {**common, "dataset": dataset, "pair": f"{cunet} / {unet}", "device": part["device_name"].iloc[0]}
+            setting = c_.setting_of(claim, architectures={"unet": u.get("preset"), "cunet": c.get("preset")},
+                                    dataset=dataset)
+            row = {**common, "setting": setting, "dataset": dataset, "pair": f"{cunet} / {unet}",
+                   "device": part["device_name"].iloc[0]}
             if note is not None:
                 rows.append({**row, "verdict": note})
                 continue
-            rows.append({**row, **_denoise_verdict(kind, claim, part, metric, cunet, unet, claims["tolerance"])})
+            rows.append({**row, **_denoise_verdict(kind, claim, part, metric, cunet, unet, claims)})
     if not rows:
         rows.append({**common, "verdict": c_.not_measured("a U-Net and a cU-Net denoised on one dataset")})
     return rows
@@ -145,56 +156,60 @@ def _judge_denoising(claim: c_.Claim, images: pd.DataFrame, claims: c_.ClaimsFil
 
 def denoising_claims(images: pd.DataFrame, claims: c_.ClaimsFile) -> pd.DataFrame:
     """Verdicts on the claims with a ``denoise`` key, per dataset and (U-Net, cU-Net) pair, from the
-    per-image values of both protocols (paired: the same noisy images for both models).
+    per-image values of both protocols: the cU-Net's advantage (its value minus the U-Net's, with
+    the sign that makes better positive), its interval from the paired bootstrap over images
+    (both models denoised the same noisy images), and :func:`missingu.report.claims.decide`:
 
-    * ``better`` (metric): the cU-Net's mean difference is better than the U-Net's by more than two
-      standard errors: reproduced; worse by more than two: not reproduced; else inconclusive.
-    * ``comparable`` (metric): the difference is within ``tolerance`` of the U-Net's mean, or
-      better: reproduced; else not reproduced.
-    * ``stronger_at_high_noise`` (metric): the cU-Net's advantage at the largest sigma is above
-      its advantage at the smallest and above zero: reproduced; else not reproduced.
-    * ``draft`` claims compare at their ``sigma`` (sweep protocol) and are indicative only (the
-      draft measured one CelebA image).
+    * ``better`` (metric): the mean advantage's interval above 0: reproduced; below 0: not
+      reproduced; else inconclusive.
+    * ``comparable`` (metric): not worse beyond ``tolerance`` of the U-Net's mean: the interval
+      above ``-tolerance x |U-Net mean|``: reproduced; below it: not reproduced; else inconclusive.
+    * ``stronger_at_high_noise`` (metric): the advantage at the largest sigma minus that at the
+      smallest, per image: reproduced when its interval and the high-noise advantage's are both
+      above 0; not reproduced when either is wholly below 0; else inconclusive.
+    * ``draft`` claims: ``better`` at their ``sigma`` (sweep protocol).
     A metric that was not computed gives its note as the verdict."""
     return c_.judge_claims("denoise", images, claims)
 
 
 def _denoise_verdict(kind: str, claim: c_.Claim, part: pd.DataFrame, metric: str, cunet: str, unet: str,
-                     tolerance: float) -> dict[str, Any]:
-    sign = 1 if BETTER[metric][0] == "higher" else -1  # advantage = sign * (cU-Net - U-Net)
+                     claims: c_.ClaimsFile) -> dict[str, Any]:
+    sign = 1 if BETTER[metric][0] == "higher" else -1
     if kind == "draft":
         sigma = claim["sigma"]
         part = part[(part["protocol"] == "sweep") & (part["sigma"] == sigma)]
         if part.empty:
             return {"verdict": f"not measured: sigma {sigma} is not among denoise.sigmas (sweep protocol)"}
-    if kind == "stronger_at_high_noise":
-        low, high = min(part["sigma"]), max(part["sigma"])
-        at_low = _paired(part, metric, cunet, unet, [low])[0]
-        at_high = _paired(part, metric, cunet, unet, [high])[0]
-        if at_low is None or at_high is None:
-            return {"verdict": c_.not_measured("finite values at two noise levels")}
-        gain_low, gain_high = sign * at_low, sign * at_high
-        ok = gain_high > gain_low and gain_high > 0
-        return {"measured": round(gain_high - gain_low, 4), "verdict": c_.REPRODUCED if ok else c_.NOT_REPRODUCED,
-                "detail": f"cU-Net advantage in {metric}: {gain_low:+.4g} at sigma {low:g}, {gain_high:+.4g} at "
-                          f"sigma {high:g}"}
-    mean, se, n = _paired(part, metric, cunet, unet)
-    if mean is None:
+    adv = _advantages(part, metric, cunet, unet, sign)
+    if adv.isna().all().all():
         return {"verdict": c_.not_measured("finite values")}
-    gain = sign * mean
-    detail = f"cU-Net {'+' if mean >= 0 else ''}{mean:.4g} {metric} vs the U-Net (standard error {se:.2g}, {n} pairs)"
+    if kind == "stronger_at_high_noise":
+        sigmas = sorted(adv.columns.get_level_values("sigma").unique())
+        low, high = sigmas[0], sigmas[-1]
+        if low == high:
+            return {"verdict": c_.not_measured("two noise levels")}
+        at = {s: adv.xs(s, axis=1, level="sigma").mean(axis=1) for s in (low, high)}
+        both = pd.DataFrame({"low": at[low], "high": at[high]})
+        diff = _bootstrap(both, claims, lambda x: torch.nanmean(x[:, 1] - x[:, 0]))
+        gain_high = _bootstrap(both, claims, lambda x: torch.nanmean(x[:, 1]))
+        if diff.low > 0 and gain_high.low > 0:
+            words = c_.REPRODUCED
+        elif diff.high < 0 or gain_high.high < 0:
+            words = c_.NOT_REPRODUCED
+        else:
+            words = c_.INCONCLUSIVE
+        return {**c_.interval_fields(diff), "verdict": words,
+                "detail": f"cU-Net advantage in {metric} at sigma {high:g} minus at sigma {low:g}: {diff.text()}; at "
+                          f"sigma {high:g}: {gain_high.text()}"}
+    interval = _bootstrap(adv, claims)
+    said = f"cU-Net advantage in {metric} (better is positive): {interval.text()}"
     if kind == "comparable":
         reference = numeric(part[part["model"] == unet][metric]).replace([float("inf")], pd.NA).dropna().mean()
-        ok = gain >= -tolerance * abs(float(reference))
-        return {"measured": round(mean, 4), "verdict": c_.REPRODUCED if ok else c_.NOT_REPRODUCED,
-                "detail": detail + f"; comparable: within {tolerance:.0%} of the U-Net's {float(reference):.4g}"}
-    if gain > 2 * se:
-        words = c_.REPRODUCED
-    elif gain < -2 * se:
-        words = c_.NOT_REPRODUCED
-    else:
-        words = c_.INCONCLUSIVE
-    if kind == "draft":
-        words += " (indicative: the draft measured one CelebA image)"
-    return {"measured": round(mean, 4), "verdict": words, "detail": detail}
-
+        margin = claims["tolerance"] * abs(float(reference))
+        words = c_.decide(interval, -margin, "above")
+        return {**c_.interval_fields(interval), "claimed": round(-margin, 4), "verdict": words,
+                "detail": said + f"; comparable: not worse than {claims['tolerance']:.0%} of the U-Net's "
+                                 f"{float(reference):.4g}" + c_.resolve_note(interval, -margin, words)}
+    words = c_.decide(interval, 0.0, "above")
+    return {**c_.interval_fields(interval), "claimed": 0.0, "verdict": words,
+            "detail": said + c_.resolve_note(interval, 0.0, words)}

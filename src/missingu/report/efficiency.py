@@ -4,12 +4,14 @@ time or training memory) from the profile and from the benchmark's whole-sampler
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from ..stats import Interval, bootstrap_indices, percentile_interval
 from . import claims as c_
 from .common import message_figure, save_figure
 
@@ -30,32 +32,15 @@ def efficiency_table(profile: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-# A claim's ``measure``: what it compares (words) and whether its ratio is noisy (time, memory).
-MEASURES: dict[str, tuple[str, bool]] = {
-    "parameters": ("parameters", False),
-    "flops": ("FLOPs per call", False),
-    "time": ("time", True),
-    "train_memory": ("training-step memory", True),
+# A claim's ``measure``: what it compares (words) and the profile column (``time``: every latency
+# and sampling-time column).
+MEASURES: dict[str, str] = {
+    "parameters": "parameters",
+    "flops": "FLOPs per call",
+    "time": "time",
+    "train_memory": "training-step memory",
 }
-
-
 _MEASURE_COLUMN = {"parameters": "params_total", "flops": "flops_per_call", "train_memory": "train_step_mib"}
-
-
-def verdict(measured: float, claimed: float | None, tolerance: float, noise_band: Sequence[float],
-            noisy: bool) -> str:
-    """The verdict on a cU-Net / U-Net cost ratio (smaller is better) against a claimed one:
-    ``inconclusive`` inside the noise band (noisy measures only), ``not reproduced`` at 1 or
-    more, ``reproduced`` at most ``claimed * (1 + tolerance)`` (any ratio below 1 for a claim
-    of direction only, ``claimed`` None), else ``partly``."""
-    low, high = noise_band
-    if noisy and low <= measured <= high:
-        return c_.INCONCLUSIVE
-    if measured >= 1:
-        return c_.NOT_REPRODUCED
-    if claimed is None or measured <= claimed * (1 + tolerance):
-        return c_.REPRODUCED
-    return c_.PARTLY
 
 
 def _columns(profile: pd.DataFrame, measure: str) -> list[tuple[str, str]]:
@@ -65,57 +50,140 @@ def _columns(profile: pd.DataFrame, measure: str) -> list[tuple[str, str]]:
                 else (col, f"time to sample a batch, {col.removeprefix('sample_s_')}")
                 for col in profile.columns if col.startswith(("latency_ms_b", "sample_s_"))]
     column = _MEASURE_COLUMN[measure]
-    return [(column, MEASURES[measure][0])] if column in profile.columns else []
+    return [(column, MEASURES[measure])] if column in profile.columns else []
 
 
-def _detail(measure: str, ratio: float, claimed: float | None) -> str:
+def _repeats(row: pd.Series, column: str) -> torch.Tensor | None:
+    """The repeat times behind a median column (``latency_repeats_ms_b<batch>``, ``s_per_image_rounds``)."""
+    text = row.get(column)
+    if text is None or (isinstance(text, float) and pd.isna(text)):
+        return None
+    values = [float(v) for v in str(text).split()]
+    return torch.tensor(values, dtype=torch.float64) if len(values) >= 2 else None
+
+
+def ratio_interval(unet: torch.Tensor | None, cunet: torch.Tensor | None, estimate: float, claims: c_.ClaimsFile,
+                   seed: int = 0) -> Interval:
+    """The interval of a time ratio (cU-Net / U-Net) from each model's repeats: the ratio of the
+    medians of repeats resampled independently (the two models' repeats are not paired); no
+    interval (NaN) without repeats."""
+    if unet is None or cunet is None:
+        return Interval(estimate, math.nan, math.nan, c_.level(claims), 1, "one timed run")
+    b = c_.resamples(claims)
+    iu, ic = bootstrap_indices(len(unet), b, seed), bootstrap_indices(len(cunet), b, seed + 1)
+    replicates = cunet[ic].median(dim=1).values / unet[iu].median(dim=1).values
+    n = min(len(unet), len(cunet))
+    return percentile_interval(estimate, replicates, c_.level(claims), n, "bootstrap of repeats")
+
+
+def _detail(measure: str, interval: Interval, claimed: float | None) -> str:
+    ratio = interval.estimate
     if measure == "time":
         change = "faster" if ratio < 1 else "slower"
         said = f"{abs(1 - ratio):.0%} {change}"
         wanted = "" if claimed is None else f"; claimed up to {1 - claimed:.0%} faster"
-        return said + wanted
-    said = f"{ratio:.1%} of the U-Net's {MEASURES[measure][0]}"
-    return said + ("" if claimed is None else f"; claimed {claimed:.0%}")
+    else:
+        said = f"{ratio:.1%} of the U-Net's {MEASURES[measure]}"
+        wanted = "" if claimed is None else f"; claimed {claimed:.0%}"
+    spread = "" if interval.method == "exact" else f"; ratio {interval.text()}"
+    return said + wanted + spread
+
+
+def _cost_row(claim: c_.Claim, claims: c_.ClaimsFile, interval: Interval, *, measure: str, label: str,
+              shape: str, u: pd.Series, c: pd.Series) -> dict[str, Any]:
+    """One verdict row on a cost ratio (see :func:`missingu.report.claims.cost_verdict`)."""
+    claimed = claim.get("claimed_ratio")
+    words = c_.cost_verdict(interval, claimed, claims["tolerance"])
+    threshold = 1.0 if claimed is None else claimed * (1 + claims["tolerance"])
+    setting = c_.setting_of(claim, architectures={"unet": u["preset"], "cunet": c["preset"]}, shape=shape)
+    return {
+        **c_.claim_fields(claim), "setting": setting, "shape": shape, "metric": label, "claimed": claimed,
+        "pair": f"{c['model']} ({c['preset']}) / {u['model']} ({u['preset']})", **c_.interval_fields(interval),
+        "verdict": words, "detail": _detail(measure, interval, claimed) + c_.resolve_note(interval, threshold, words),
+        "weights": "trained" if {u.get("weights"), c.get("weights")} == {"trained"} else "initial",
+        "device": u["device_name"],
+    }
 
 
 @c_.claim_check("measure", stage="efficiency", table="efficiency_vs_claims", words="the efficiency profile")
 def _judge_cost(claim: c_.Claim, profile: pd.DataFrame, claims: c_.ClaimsFile) -> list[dict[str, Any]]:
-    """One row per (U-Net, cU-Net) pair of base profile rows at one input shape and per profile
-    column of the claim's measure: the cU-Net / U-Net ratio and its :func:`verdict`."""
-    base = profile[profile["variant"] == "base"] if "variant" in profile else profile.iloc[:0]
-    measure, claimed = claim["measure"], claim.get("claimed_ratio")
+    """One row per (U-Net, cU-Net) pair of profile rows at one input shape (the configured models,
+    ``base``, and the papers' presets counted at the papers' shapes, ``count``) and per profile
+    column of the claim's measure. Parameters and FLOPs are exact; a time ratio carries the
+    interval of its repeats (none for a single timed run: inconclusive); an adaptive sampler's time
+    at initial weights is *not comparable* (its network calls follow the random weights, not the
+    architecture's cost), shown with both models' calls."""
+    variant = profile["variant"] if "variant" in profile else pd.Series([], dtype=object)
+    measure = claim["measure"]
     rows = []
-    for shape, u, c in c_.unet_cunet_pairs(base, "shape"):
-        paper = u["preset"] == "paper" and c["preset"] in ("paper", "draft")
-        for col, label in _columns(profile, measure):
-            if pd.isna(u.get(col)) or pd.isna(c.get(col)):
-                continue
-            ratio = float(c[col]) / float(u[col])
-            words = verdict(ratio, claimed, claims["tolerance"], claims["noise_band"], MEASURES[measure][1])
-            rows.append({
-                **c_.claim_fields(claim), "shape": shape, "metric": label, "claimed": claimed,
-                "pair": f"{c['model']} ({c['preset']}) / {u['model']} ({u['preset']})",
-                "measured": round(ratio, 4),
-                "verdict": words + ("" if paper else " (indicative: not the paper's architectures)"),
-                "detail": _detail(measure, ratio, claimed),
-                "weights": "trained" if {u["weights"], c["weights"]} == {"trained"} else "initial",
-                "device": u["device_name"],
-            })
+    for kind in ("count", "base"):
+        for shape, u, c in c_.unet_cunet_pairs(profile[variant == kind], "shape"):
+            for col, label in _columns(profile, measure):
+                if pd.isna(u.get(col)) or pd.isna(c.get(col)):
+                    continue
+                estimate = float(c[col]) / float(u[col])
+                common = dict(measure=measure, label=label, shape=shape, u=u, c=c)
+                if measure != "time":
+                    interval = Interval.exact(estimate)
+                    if measure == "train_memory":
+                        interval = Interval(estimate, estimate, estimate, 1.0, 1, "one measurement")
+                    rows.append(_cost_row(claim, claims, interval, **common))
+                    continue
+                name = col.removeprefix("sample_s_")
+                adaptive = col.startswith("sample_s_") and str(u.get(f"sample_adaptive_{name}")) == "True"
+                if adaptive and "trained" not in (u["weights"], c["weights"]):
+                    row = _cost_row(claim, claims, Interval.exact(estimate), **common)
+                    cu, cc = u.get(f"sample_calls_{name}"), c.get(f"sample_calls_{name}")
+                    calls = ("network calls not recorded" if pd.isna(cu) or pd.isna(cc)
+                             else f"{int(cu)} network calls (U-Net), {int(cc)} (cU-Net)")
+                    rows.append({**row, "low": None, "high": None,
+                                 "verdict": f"{c_.NOT_COMPARABLE} (adaptive steps at initial weights)",
+                                 "detail": f"{estimate:.3g}x the U-Net's time with {calls}"})
+                    continue
+                repeats = col.replace("latency_ms_b", "latency_repeats_ms_b") if col.startswith("latency") else None
+                interval = ratio_interval(_repeats(u, repeats) if repeats else None,
+                                          _repeats(c, repeats) if repeats else None, estimate, claims)
+                row = _cost_row(claim, claims, interval, **common)
+                if adaptive:
+                    row["detail"] += (f"; network calls {u.get(f'sample_calls_{name}')} (U-Net), "
+                                      f"{c.get(f'sample_calls_{name}')} (cU-Net)")
+                rows.append(row)
     if not rows:
         rows.append({**c_.claim_fields(claim),
                      "verdict": c_.not_measured("a U-Net and a cU-Net profiled at one shape")})
     return rows
 
 
+def _width_rows(claim: c_.Claim, profile: pd.DataFrame, claims: c_.ClaimsFile) -> list[dict[str, Any]]:
+    """A DDSM width claim (``stepaware: widths``) in its own setting: the GFLOPs ratio of each width
+    of the counted ``ddsm`` preset to its full width, against the claimed ratio (exact counts)."""
+    if "width" not in profile:
+        return []
+    counted = profile[(profile["variant"] == "count") & profile["width"].notna()]
+    rows = []
+    for (arch, preset, shape), part in counted.groupby(["arch", "preset", "shape"], sort=False):
+        flops = {float(w): float(f) for w, f in zip(part["width"], part["flops_per_call"])}
+        full = flops.get(1.0)
+        for width, claimed in zip(claim.get("widths", []), claim.get("claimed_ratios", [])):
+            if full is None or float(width) not in flops:
+                continue
+            rows.append(c_.width_row(claim, claims, width, claimed, flops[float(width)] / 1e9, full / 1e9,
+                                  setting=c_.setting_of(claim, architectures={arch: preset}, shape=shape),
+                                  shape=shape, device=part["device_name"].iloc[0]))
+    return rows
+
+
 def claims_table(profile: pd.DataFrame, claims: c_.ClaimsFile) -> pd.DataFrame:
-    """Every claim of ``config/paper_claims.yaml`` with a verdict in words: the cost claims
-    (``measure``) judged on the profile (one row per pair and column, see :func:`verdict`; pairs
-    other than the paper's architectures, U-Net ``paper`` with cU-Net ``paper`` or ``draft``, are
-    marked indicative), every other claim with the row that says where it is answered."""
+    """The claims the efficiency stage answers: the cost claims (``measure``; one row per pair and
+    column, :func:`_judge_cost`) and, in their own setting, DDSM's width claims (the counted
+    ``ddsm`` preset). Other claims are answered by their stages (the merged claims table)."""
     check = c_.CLAIM_CHECKS["measure"]
-    rows = [row for claim in claims["claims"]
-            for row in (check.judge(claim, profile, claims) if c_.claim_kind(claim) == "measure"
-                        else [c_.status_row(claim)])]
+    rows = []
+    for claim in claims["claims"]:
+        if c_.claim_kind(claim) == "measure":
+            rows += check.judge(claim, profile, claims)
+        elif claim.get("stepaware") == "widths":
+            rows += _width_rows(claim, profile, claims)
     return c_.claim_frame(rows)
 
 
@@ -160,13 +228,13 @@ def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
 def speed_claims(bench: pd.DataFrame, claims: c_.ClaimsFile) -> pd.DataFrame:
     """The inference-time claims (``measure: time``) against ``missingu bench``'s whole-sampler time
     per image, cU-Net over U-Net, at each sampling batch size: once with both models eager
-    (float32) and once with each at its fastest measured variant (fast paths on)."""
+    (float32) and once with each at its fastest measured variant (fast paths on); the interval
+    from the benchmark's rounds (``s_per_image_rounds``; none in CSVs written before it was kept)."""
     sample = bench[(bench["part"] == "sample") & (bench["status"] == "ok")]
     rows = []
     for claim in claims["claims"]:
         if claim.get("measure") != "time":
             continue
-        claimed = claim.get("claimed_ratio")
         for batch, group in sample.groupby("batch", sort=True):
             u, c = group[group["arch"] == "unet"], group[group["arch"] == "cunet"]
             for _, cg in c.groupby("model", sort=False):
@@ -179,27 +247,25 @@ def speed_claims(bench: pd.DataFrame, claims: c_.ClaimsFile) -> pd.DataFrame:
                         continue
                     ur, cr = uu.iloc[0], cc.iloc[0]
                     ratio = float(cr["s_per_image"]) / float(ur["s_per_image"])
-                    setting = "both eager, float32" if how == "eager" else (
+                    variants = "both eager, float32" if how == "eager" else (
                         f"each at its fastest: {cr['model']} {cr['variant']}, {ur['model']} {ur['variant']}")
-                    rows.append({
-                        **c_.claim_fields(claim), "shape": cr["shape"],
-                        "pair": f"{cr['model']} ({cr['preset']}) / {ur['model']} ({ur['preset']})",
-                        "metric": f"{cr['sampler']} time per image, batch {int(batch)} ({setting})",
-                        "claimed": claimed, "measured": round(ratio, 4),
-                        "verdict": verdict(ratio, claimed, claims["tolerance"], claims["noise_band"], True),
-                        "detail": _detail("time", ratio, claimed), "weights": "initial",
-                        "device": cr["device_name"],
-                    })
+                    interval = ratio_interval(_repeats(ur, "s_per_image_rounds"), _repeats(cr, "s_per_image_rounds"),
+                                              ratio, claims)
+                    label = f"{cr['sampler']} time per image, batch {int(batch)} ({variants})"
+                    row = _cost_row(claim, claims, interval, measure="time", label=label, shape=cr["shape"],
+                                    u=ur, c=cr)
+                    rows.append({**row, "weights": "initial"})
     return c_.claim_frame(rows)
 
 
 def plot_claims(table: pd.DataFrame, path: str | Path) -> None:
-    """Measured cU-Net / U-Net ratios (bars) against every claimed ratio on that metric (black ticks)."""
+    """Measured cU-Net / U-Net ratios (bars, with their intervals) against every claimed ratio on that
+    metric (black ticks), one panel per shape and pair."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     sns.set_theme(style="whitegrid")
-    table = table[table["measured"].notna()]
+    table = table[table["measured"].notna() & table["pair"].notna()]
     if table.empty:
         message_figure("no U-Net / cU-Net pair was profiled at a common input shape", path)
         return
@@ -210,8 +276,13 @@ def plot_claims(table: pd.DataFrame, path: str | Path) -> None:
     for ax, panel in zip(axes[:, 0], panels):
         part = table[panel_of == panel]
         metrics = list(dict.fromkeys(part["metric"]))
-        measured = part.drop_duplicates("metric").set_index("metric")["measured"]
-        ax.barh(range(len(metrics)), [measured[m] for m in metrics], color="tab:blue", label="measured")
+        first = part.drop_duplicates("metric").set_index("metric")
+        values = [float(first.loc[m, "measured"]) for m in metrics]
+        low = [v - float(first.loc[m, "low"]) if pd.notna(first.loc[m, "low"]) else 0.0
+               for m, v in zip(metrics, values)]
+        high = [float(first.loc[m, "high"]) - v if pd.notna(first.loc[m, "high"]) else 0.0
+                for m, v in zip(metrics, values)]
+        ax.barh(range(len(metrics)), values, xerr=[low, high], color="tab:blue", label="measured (interval)")
         claimed = part[part["claimed"].notna()]
         ax.scatter(claimed["claimed"], [metrics.index(m) for m in claimed["metric"]], color="black",
                    marker="|", s=300, label="claimed", zorder=3)

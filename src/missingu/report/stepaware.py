@@ -8,22 +8,29 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
+from torch import Tensor
 
-from ..config import to_dict
-from ..models.ddpm import DDPMUNetConfig
+from ..models import preset_name
+from ..stats import Interval, fd_replicates, frechet_batch, percentile_interval
 from ..strategies import label, parse_choice
 from . import claims as c_
 from .common import save_figure
+from .quality import fd_difference
 
 
 def stepaware_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The step-aware study's strategies (not the search's other candidates), per dataset: quality
-    and its real-vs-real floor, mean and total GFLOPs, the saving against the full width, seconds
-    per image, and each network's share of the visited steps."""
+    """The step-aware study's strategies (not the search's other candidates), per dataset and phase
+    (``search``: the scores on the search's seeds, which chose; ``fresh``: the same strategies
+    sampled again from fresh seeds, the scores the verdicts use): quality, the real-vs-real value at
+    that number of samples, mean and total GFLOPs, the saving against the full width, seconds per
+    image, and each network's share of the visited steps."""
     kept = rows[rows["kind"] != "candidate"].copy()
+    if "phase" in kept:
+        kept = kept.sort_values("phase", key=lambda p: p.map({"fresh": 0, "search": 1}), kind="stable")
     shares = [c for c in kept.columns if c.startswith("share_")]
-    columns = ["dataset", "strategy", "kind", "quality", "quality_floor", "mean_gflops", "total_gflops", "saving",
-               "seconds_per_image", "network_calls", *shares]
+    columns = ["dataset", "phase", "strategy", "kind", "samples", "quality", "quality_floor", "mean_gflops",
+               "total_gflops", "saving", "seconds_per_image", "network_calls", *shares]
     return kept[[c for c in columns if c in kept.columns]].reset_index(drop=True)
 
 
@@ -45,11 +52,19 @@ def plot_strategy_heatmap(strategies: Mapping[str, Mapping[str, Any]], gflops: M
 
 
 def plot_stepaware_pareto(rows: pd.DataFrame, path: str | Path, title: str = "") -> None:
-    """Quality against mean GFLOPs per call: the search's candidates (grey), the baselines, the
-    random strategies and the searched ones marked; the real-vs-real floor dashed."""
+    """Quality against mean GFLOPs per call on the search's seeds: the search's candidates (grey),
+    the baselines, the random strategies and the searched ones marked; the fresh-seed scores of the
+    searched strategies and the baselines (the ones the verdicts use) as open diamonds; the value
+    of two real samples at that size dashed."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    if "phase" in rows:
+        fresh = rows[(rows["phase"] == "fresh") & rows["kind"].isin(["baseline", "search"])]
+        if len(fresh):
+            ax.scatter(fresh["mean_gflops"], fresh["quality"], facecolors="none", edgecolors="k", marker="D", s=40,
+                       label="fresh seeds (reported)")
+        rows = rows[rows["phase"] == "search"]
     styles = {"candidate": dict(c="0.75", marker=".", s=25), "baseline": dict(c="tab:blue", marker="s", s=45),
               "random": dict(c="tab:orange", marker="x", s=45), "search": dict(c="tab:red", marker="*", s=140)}
     for kind, style in styles.items():
@@ -69,88 +84,146 @@ def plot_stepaware_pareto(rows: pd.DataFrame, path: str | Path, title: str = "")
     save_figure(fig, path)
 
 
-def _stepaware_verdict(claim: c_.Claim, rows: pd.DataFrame, record: Mapping[str, Any]
-                       ) -> tuple[str, str, Any]:
-    """(verdict, detail, measured) of one DDSM claim on one dataset's study."""
-    def one(name: str) -> pd.Series | None:
-        part = rows[rows["strategy"] == name]
-        return part.iloc[0] if len(part) else None
+def _fresh(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["phase"] == "fresh"] if "phase" in rows else rows.iloc[:0]
 
-    full, searched = one("uniform w1"), next((r for _, r in rows[rows["kind"] == "search"].iterrows()), None)
+
+def _one(rows: pd.DataFrame, **match: Any) -> pd.Series | None:
+    part = rows
+    for key, value in match.items():
+        part = part[part[key] == value]
+    return part.iloc[0] if len(part) else None
+
+
+def _uses_mix(row: pd.Series) -> bool:
+    """Whether a strategy gives a mixed-in model (not a width) some of its steps."""
+    return any(k.startswith("share_") and not k.startswith("share_w") and pd.notna(v) and 0 < float(v) < 1
+               for k, v in row.items())
+
+
+def saving_verdict(saving: float, needed: float, quality: str) -> str:
+    """A step-aware saving claim: the (exact) FLOPs ``saving`` at least ``needed`` and the quality
+    verdict (not worse than the full width beyond the margin) reproduced: *reproduced*; a saving
+    short of ``needed`` or a quality surely worse: *not reproduced*; else *inconclusive*."""
+    if saving < needed or quality == c_.NOT_REPRODUCED:
+        return c_.NOT_REPRODUCED
+    return c_.REPRODUCED if quality == c_.REPRODUCED else c_.INCONCLUSIVE
+
+
+def beats_random_verdict(reference: Tensor, searched: Tensor, randoms: list[Tensor], claims: c_.ClaimsFile
+                         ) -> tuple[str, Interval, Tensor]:
+    """DDSM's "the search matters": the best random strategy's FD minus the searched one's (positive:
+    the search wins), with its paired bootstrap interval (every strategy sampled on the same fresh
+    seeds), above 0: (verdict, interval, each arm's FD)."""
+    arms = [searched.double(), *(r.double() for r in randoms)]
+    ref = reference.double()
+    point = torch.stack([frechet_batch(a[None], ref[None])[0] for a in arms])
+    reps = fd_replicates(ref, arms, resamples=c_.resamples(claims), seed=claims.get("seed", 0))
+    interval = percentile_interval(float(point[1:].min() - point[0]), reps[1:].min(dim=0).values - reps[0],
+                                   c_.level(claims), len(arms[0]))
+    return c_.decide(interval, 0.0, "above"), interval, point
+
+
+def _quality_check(claim: c_.Claim, claims: c_.ClaimsFile, feats: Mapping[str, Any], chosen: pd.Series,
+                   full: pd.Series, floor_saving: float) -> tuple[str, str, Interval]:
+    """A strategy against the full width on fresh seeds: its saving at least ``floor_saving`` (exact:
+    FLOPs), and its quality not worse than the full width's beyond ``tolerance x`` the full width's
+    (the paired bootstrap interval of the difference)."""
+    reference, strategies = feats["reference"], feats["strategies"]
+    interval = fd_difference(reference, strategies[chosen["strategy"]], strategies[full["strategy"]], claims)
+    margin = claims["tolerance"] * float(full["quality"])
+    saving = float(chosen["saving"])
+    quality = c_.decide(interval, margin, "below")
+    words = saving_verdict(saving, floor_saving, quality)
+    detail = (f"{chosen['strategy']}: {saving:.1%} of the FLOPs saved (needed: at least {floor_saving:.1%}); quality "
+              f"{float(chosen['quality']):.4g} against the full width's {float(full['quality']):.4g} on "
+              f"{int(chosen.get('samples', 0) or 0)} fresh samples, difference {interval.text()} (margin "
+              f"{margin:.3g})" + c_.resolve_note(interval, margin, quality))
+    return words, detail, interval
+
+
+def _stepaware_verdict(claim: c_.Claim, rows: pd.DataFrame, record: Mapping[str, Any], feats: Mapping[str, Any] | None,
+                       claims: c_.ClaimsFile) -> tuple[str, str, Interval | None]:
+    """(verdict, detail, interval) of one DDSM claim on one dataset's study, from its fresh-seed
+    evaluations and their cached features."""
+    finals = _fresh(rows)
+    full, searched = _one(finals, strategy="uniform w1"), _one(finals, kind="search")
     if full is None or searched is None:
-        return c_.not_measured("the full width and a searched strategy"), "", None
-    floor = float(full.get("quality_floor", 0) or 0)
-    worse = float(searched["quality"]) - float(full["quality"])
+        return c_.not_measured("the full width and a searched strategy evaluated on fresh seeds"), "", None
+    if feats is None:
+        return c_.INCONCLUSIVE, "no features cached beside the study: no interval", None
     kind = claim["stepaware"]
     if kind in ("saving", "ddim"):
         if kind == "ddim" and record.get("sampler", {}).get("kind") != "ddim":
             return c_.not_measured("a DDIM sampler in stepaware.sampler"), "", None
-        saving = float(searched["saving"])
-        detail = (f"searched: {saving:.0%} of the FLOPs saved, quality {float(searched['quality']):.4g} against the "
-                  f"full width's {float(full['quality']):.4g} (real-vs-real floor {floor:.4g})")
-        if saving <= 0:
-            return c_.NOT_REPRODUCED, detail, saving
-        return (c_.REPRODUCED if worse <= floor else c_.PARTLY), detail, saving
+        floor_saving = float(claim.get("claimed_saving", 0.0)) - claims["tolerance"]
+        return _quality_check(claim, claims, feats, searched, full, max(floor_saving, 1e-9))
+    if kind == "mix":
+        if not _uses_mix(searched):
+            return c_.not_measured("a searched strategy that gives a stepaware.mix model some steps"), "", None
+        return _quality_check(claim, claims, feats, searched, full, 1e-9)
     if kind == "random":
-        randoms = rows[rows["kind"] == "random"]
+        randoms = finals[finals["kind"] == "random"]
         if randoms.empty:
             return c_.not_measured("random baselines"), "", None
-        best_random = float(randoms["quality"].min())
-        detail = (f"searched {float(searched['quality']):.4g} against random strategies at the same FLOPs: "
-                  f"best {best_random:.4g}, mean {float(randoms['quality'].mean()):.4g}")
-        return (c_.REPRODUCED if float(searched["quality"]) < best_random else c_.NOT_REPRODUCED), detail, \
-            float(searched["quality"]) - best_random
-    if kind == "mix":
-        mixed = [r for _, r in rows[rows["kind"] != "candidate"].iterrows()
-                 if any(c.startswith("share_") and not c.startswith("share_w") and 0 < float(r[c]) < 1
-                        for c in rows.columns)]
-        if not mixed:
-            return c_.not_measured("a model in stepaware.mix used at some steps"), "", None
-        best = min(mixed, key=lambda r: float(r["quality"]))
-        return c_.REPRODUCED, (f"{best['strategy']} mixes networks per step: quality {float(best['quality']):.4g}, "
-                              f"{float(best['saving']):.0%} of the full width's FLOPs saved"), float(best["saving"])
+        strategies = feats["strategies"]
+        words, interval, point = beats_random_verdict(feats["reference"], strategies[searched["strategy"]],
+                                                      [strategies[n] for n in randoms["strategy"]], claims)
+        randoms_text = ", ".join(f"{v:.4g}" for v in point[1:].tolist())
+        detail = (f"best random strategy minus the searched one on fresh seeds (positive: the search wins): "
+                  f"{interval.text()}; searched {float(point[0]):.4g}, random {randoms_text}"
+                  + c_.resolve_note(interval, 0.0, words))
+        return words, detail, interval
     return f"unknown stepaware check {kind!r}", "", None
 
 
 @c_.claim_check("stepaware", stage="stepaware", table="stepaware_vs_claims", words="the step-aware study")
-def _judge_stepaware(claim: c_.Claim, measured: tuple[pd.DataFrame, Mapping[str, Mapping[str, Any]]],
+def _judge_stepaware(claim: c_.Claim, measured: tuple[pd.DataFrame, Mapping[str, Any], Mapping[str, Any]],
                      claims: c_.ClaimsFile) -> list[dict[str, Any]]:
     """One row per dataset (per width for ``widths``), see :func:`stepaware_claims`."""
-    rows, records = measured
+    rows, records, features = measured
     if rows.empty:
         return [{**c_.claim_fields(claim), "verdict": c_.not_measured("stepaware.model, a slimmable model")}]
     out = []
     for dataset, part in rows.groupby("dataset", sort=False):
         record = records.get(dataset, {})
-        common = {**c_.claim_fields(claim), "dataset": dataset, "device": record.get("device")}
+        model = record.get("model", {})
+        setting = c_.setting_of(claim, architectures={model.get("arch"): preset_name(model.get("arch"),
+                                                                                      model.get("model"))},
+                                dataset=dataset, sampler=record.get("sampler", {}).get("kind"),
+                                metric="fid" if record.get("quality") == "FID" else "classifier distance",
+                                samples=int(part["samples"].max()) if "samples" in part else None)
         if claim["stepaware"] == "widths":
-            ddsm = record.get("model", {}).get("model") == to_dict(DDPMUNetConfig())
-            note = "" if ddsm else " (indicative: not DDSM's CIFAR-10 network, whose fixed costs differ)"
             networks = record.get("networks", {})
             full = networks.get("w1", {}).get("gflops_per_call")
             for width, claimed in zip(claim.get("widths", []), claim.get("claimed_ratios", [])):
                 got = networks.get(f"w{width:g}", {}).get("gflops_per_call")
-                if full is None or got is None:
-                    continue
-                ratio = got / full
-                ok = abs(ratio - claimed) <= claims["tolerance"] * max(claimed, 0.05) or abs(ratio - claimed) <= 0.01
-                out.append({**common, "metric": f"GFLOPs at width {width:g} / full", "measured": round(ratio, 4),
-                            "claimed": claimed, "verdict": (c_.REPRODUCED if ok else c_.NOT_REPRODUCED) + note,
-                            "detail": f"{got:.4g} of {full:.4g} GFLOPs per call (this run's network)"})
+                if full is not None and got is not None:
+                    shape = "x".join(map(str, model.get("image_shape", []))) or None
+                    width_setting = c_.setting_of(claim, architectures={model.get("arch"): preset_name(
+                        model.get("arch"), model.get("model"))}, shape=shape)
+                    out.append(c_.width_row(claim, claims, width, claimed, got, full, setting=width_setting,
+                                            device=record.get("device"), shape=shape, dataset=dataset))
             continue
-        verdict, detail, value = _stepaware_verdict(claim, part, record)
-        judged = verdict in (c_.REPRODUCED, c_.PARTLY, c_.NOT_REPRODUCED)
-        out.append({**common, "metric": claim["stepaware"], "measured": value, "detail": detail,
-                    "verdict": verdict + (" (indicative: not the paper's dataset, network and FID)" if judged else "")})
+        verdict, detail, interval = _stepaware_verdict(claim, part, record, (features or {}).get(dataset), claims)
+        fields = {} if interval is None else c_.interval_fields(interval)
+        metric = {"random": "best random strategy's quality minus the searched one's (fresh seeds)"}.get(
+            claim["stepaware"], "searched strategy's quality minus the full width's (fresh seeds); saving in detail")
+        out.append({**c_.claim_fields(claim), "setting": setting, "dataset": dataset, "metric": metric,
+                    **fields, "verdict": verdict, "detail": detail, "device": record.get("device")})
     return out
 
 
-def stepaware_claims(rows: pd.DataFrame, records: Mapping[str, Mapping[str, Any]], claims: c_.ClaimsFile
-                     ) -> pd.DataFrame:
-    """The DDSM claims (``stepaware:`` in the claims file) against each dataset's study. ``widths``
-    compares the measured GFLOPs ratio of each width to the full one with the claimed ratios;
-    ``saving``/``ddim``: the searched strategy saves FLOPs with quality within the real-vs-real
-    floor of the full width's; ``random``: it beats the random strategies at its FLOPs; ``mix``: a
-    strategy mixes another model in. Our datasets, networks and quality measure differ from the
-    paper's: such rows are indicative."""
-    return c_.judge_claims("stepaware", (rows, records), claims)
+def stepaware_claims(rows: pd.DataFrame, records: Mapping[str, Mapping[str, Any]], claims: c_.ClaimsFile,
+                     features: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """The DDSM claims (``stepaware:`` in the claims file) against each dataset's study, from the
+    strategies re-evaluated on fresh seeds (never the scores that chose them) and their cached
+    ``features`` (by dataset: the study's ``.features.pt``). ``saving``/``ddim``: the searched
+    strategy saves at least the claimed share of the FLOPs minus ``tolerance`` (``claimed_saving``)
+    and its quality is not worse than the full width's beyond ``tolerance x`` it (the paired
+    bootstrap interval of the difference); ``random``: it beats the best random strategy at its
+    FLOPs (the interval of the difference above 0); ``mix``: the searched strategy gives a mixed-in
+    model some steps and passes the ``saving`` test with any saving; ``widths``: the GFLOPs ratio
+    of each width of the study's network to its full width. Each row says whether it was measured
+    in the claim's own setting."""
+    return c_.judge_claims("stepaware", (rows, records, features or {}), claims)
