@@ -170,9 +170,10 @@ def fd_replicates(reference: Tensor, arms: Sequence[Tensor], *, resamples: int =
 def fd_infinity(reference: Tensor, features: Tensor, *, points: int = 5, seed: int = 0) -> float | None:
     """FD extrapolated to infinitely many samples (Chong & Forsyth 2020): FD of ``points`` subset
     sizes from N/2 to N (a seeded subset each) fitted linearly against 1/N_i, the intercept. ``None``
-    with fewer than 20 samples (too few points to fit)."""
+    below 20 samples or twice the feature dimension: FD is linear in 1/N only when the subsets are
+    well above the dimension (at N = 36 with 64 features the fit even went negative)."""
     n = features.shape[0]
-    if n < 20:
+    if n < max(20, 2 * features.shape[1]):
         return None
     g = torch.Generator().manual_seed(int(seed))
     sizes = sorted({max(2, round(n * f)) for f in torch.linspace(0.5, 1.0, points).tolist()})

@@ -144,9 +144,9 @@ def _judge_cost(claim: c_.Claim, profile: pd.DataFrame, claims: c_.ClaimsFile) -
                 interval = ratio_interval(_repeats(u, repeats) if repeats else None,
                                           _repeats(c, repeats) if repeats else None, estimate, claims)
                 row = _cost_row(claim, claims, interval, **common)
-                if adaptive:
-                    row["detail"] += (f"; network calls {u.get(f'sample_calls_{name}')} (U-Net), "
-                                      f"{c.get(f'sample_calls_{name}')} (cU-Net)")
+                if adaptive and pd.notna(u.get(f"sample_calls_{name}")) and pd.notna(c.get(f"sample_calls_{name}")):
+                    row["detail"] += (f"; network calls {int(u[f'sample_calls_{name}'])} (U-Net), "
+                                      f"{int(c[f'sample_calls_{name}'])} (cU-Net)")
                 rows.append(row)
     if not rows:
         rows.append({**c_.claim_fields(claim),
