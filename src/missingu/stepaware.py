@@ -250,8 +250,8 @@ def run_study(
         seconds = time.perf_counter() - t0
         slimmable.width = full
         quality, feats = score(torch.cat(images))
-        if fresh:
-            features[name] = feats
+        if fresh:  # Inception's 2048 dimensions kept as float16, as the evaluations keep them
+            features[name] = feats.half() if feats.shape[1] > 256 else feats
         total, mean = strategy_flops(strategy, {c: n.flops for c, n in networks.items()}, visited)
         used = [strategy.steps[t] for t in visited]
         row = {"strategy": name, "kind": kind, "phase": "fresh" if fresh else "search", "samples": len(seeds),
