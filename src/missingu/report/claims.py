@@ -116,7 +116,7 @@ def resolve_note(interval: Interval, threshold: float, words: str) -> str:
 
 # What a claim's ``setting`` may name, and the words for each when a row differs from it.
 SETTING_KEYS = ("architectures", "shapes", "datasets", "sampler", "metric", "samples")
-ARCHITECTURES = {"paper": {"unet": ("paper",), "cunet": ("paper", "draft")}, "ddsm": {"ddpm": ("ddsm",)}}
+SETTING_ARCHITECTURES = {"paper": {"unet": ("paper",), "cunet": ("paper", "draft")}, "ddsm": {"ddpm": ("ddsm",)}}
 
 
 def setting_of(claim: Claim, **measured: Any) -> str:
@@ -128,7 +128,7 @@ def setting_of(claim: Claim, **measured: Any) -> str:
     differs = []
     presets = measured.get("architectures")
     if "architectures" in want and presets:
-        allowed = ARCHITECTURES[want["architectures"]]
+        allowed = SETTING_ARCHITECTURES[want["architectures"]]
         if any(preset not in allowed.get(arch, ()) for arch, preset in presets.items()):
             got = ", ".join(f"{arch} {preset}" for arch, preset in presets.items())
             differs.append(f"{got} (claim: the {want['architectures']} presets)")

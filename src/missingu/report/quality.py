@@ -118,7 +118,8 @@ def _judge_quality(claim: c_.Claim, table: pd.DataFrame, claims: c_.ClaimsFile) 
     chosen = table if "kind" not in claim else table[table["kind"] == claim["kind"]]
     for (dataset, sampler), u, c in c_.unet_cunet_pairs(chosen, ["dataset", "sampler"]):
         fu, fc = _features(u.get("features")), _features(c.get("features"))
-        fid = pd.notna(numeric(pd.Series([u["fid"], c["fid"]])).min()) and fu is not None and "fid_samples" in fu
+        cached = fu is not None and fc is not None and "fid_samples" in fu and "fid_samples" in fc
+        fid = pd.notna(numeric(pd.Series([u["fid"], c["fid"]])).min()) and cached
         metric = "fid" if fid else "classifier_fd"
         mu, mc = float(u[metric]), float(c[metric])
         setting = c_.setting_of(claim, architectures={"unet": u.get("preset"), "cunet": c.get("preset")},
