@@ -27,7 +27,7 @@ from missingu.report.claims import (
 )
 from missingu.report.quality import comparable_verdict, quality_claims
 from missingu.report.stepaware import beats_random_verdict, saving_verdict
-from missingu.stats import Interval, fd_infinity, frechet_batch, mean_difference
+from missingu.stats import Interval, fd_infinity, frechet_batch, paired_bootstrap
 
 D, N, M = 64, 36, 180
 CLAIMS = {"tolerance": 0.05, "level": 0.95, "resamples": 200, "seed": 0}
@@ -147,7 +147,7 @@ def test_settings_and_the_order_of_the_merged_table():
 
 def test_interval_helpers():
     a = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    interval = mean_difference(a + 1, a, resamples=100)
+    interval = paired_bootstrap(lambda x, y: (x - y).mean(), a + 1, a, resamples=100)
     assert interval.estimate == 1 and interval.low == interval.high == 1  # a constant difference
     wide = Interval(0.5, 0.0, 1.0, n=100)
     assert wide.samples_to_resolve(0.25) == 400 and wide.samples_to_resolve(0.5) is None

@@ -131,10 +131,6 @@ class QualityScorer:
             self._cached("reference", self.reference)  # raises the error that names --classifier
         return extract_features(self.classifier, samples.to(self.device))
 
-    def classifier_fd(self, samples: Tensor) -> float:
-        """Classifier Frechet distance of uint8 ``samples`` to the reference."""
-        return frechet_distance_features(self.reference_features(), self.sample_features(samples))
-
     def classifier_fd_real(self, n: int) -> float:
         """The same distance for ``n`` real images the classifier never saw (at most the real half):
         what an estimate from ``n`` images of the real distribution reads at this ``n``."""
@@ -158,10 +154,6 @@ class QualityScorer:
         if measure == "classifier":
             return self.reference_features()
         return self._features.get("fid_reference")
-
-    def quality(self, samples: Tensor, measure: str) -> float:
-        """One number, lower is better: ``classifier`` (the classifier distance) or ``fid``."""
-        return self.quality_and_features(samples, measure)[0]
 
     def quality_and_features(self, samples: Tensor, measure: str) -> tuple[float, Tensor]:
         """:meth:`quality` and the features it was computed from (classifier or Inception pool3)."""
@@ -215,28 +207,6 @@ class QualityScorer:
                 out.setdefault(key, notes["fid"])
         out["notes"] = notes
         return out, features
-
-    def evaluate(self, samples: Tensor) -> dict[str, Any]:
-        """The scores of :meth:`score` (without the features)."""
-        return self.score(samples)[0]
-
-
-def evaluate_samples(
-    samples: Tensor,
-    train: ImageSet,
-    test: ImageSet,
-    classifier: SmallClassifier,
-    record: dict[str, Any],
-    config: EvaluateConfig,
-    *,
-    torch_home: str | Path,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> dict[str, Any]:
-    """Quality of uint8 ``samples`` (N, C, H, W): :meth:`QualityScorer.evaluate` of a scorer built
-    for this one set."""
-    scorer = QualityScorer(classifier, record, train, test, config, torch_home=torch_home, seed=seed, device=device)
-    return scorer.evaluate(samples)
 
 
 def run(samples: Tensor, summary: dict[str, Any], meta: dict[str, Any], scorer: QualityScorer,

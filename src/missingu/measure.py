@@ -107,12 +107,6 @@ def time_all(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: 
 
 
 @torch.no_grad()
-def call_latency(model: nn.Module, shape: Sequence[int], batch: int, warmup: int, repeats: int) -> float:
-    """Median seconds of one denoiser call on a batch."""
-    return statistics.median(call_latencies(model, shape, batch, warmup, repeats))
-
-
-@torch.no_grad()
 def call_latencies(model: nn.Module, shape: Sequence[int], batch: int, warmup: int, repeats: int) -> list[float]:
     """Seconds of each of ``repeats`` denoiser calls on a batch, after ``warmup`` calls."""
     x, steps = _inputs(model, shape, batch)
@@ -224,7 +218,6 @@ def weights_fit(model: nn.Module, state_dict: dict) -> bool:
     """Whether ``state_dict`` has exactly the model's parameter and buffer names and shapes."""
     own = model.state_dict()
     return own.keys() == state_dict.keys() and all(own[k].shape == v.shape for k, v in state_dict.items())
-
 
 
 def train_flops_per_image(model: nn.Module, diffusion: Diffusion, shape: Sequence[int], device: torch.device) -> int:

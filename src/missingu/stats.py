@@ -55,11 +55,6 @@ class Interval:
         return (f"{self.estimate:{fmt}} [{self.low:{fmt}}, {self.high:{fmt}}] ({self.level:.0%} {self.method}, "
                 f"n={self.n})")
 
-    def scaled(self, factor: float) -> Interval:
-        """The interval of ``factor x`` the quantity (a negative factor swaps the ends)."""
-        a, b = self.low * factor, self.high * factor
-        return Interval(self.estimate * factor, min(a, b), max(a, b), self.level, self.n, self.method)
-
     def samples_to_resolve(self, threshold: float) -> int | None:
         """About how many samples would make the interval exclude ``threshold``: the half-width
         shrinks as ``1/sqrt(n)``, so ``n (half-width / |estimate - threshold|)^2``; ``None`` when
@@ -101,17 +96,6 @@ def paired_bootstrap(statistic: Callable[..., Tensor | float], *arrays: Tensor, 
     idx = bootstrap_indices(n, resamples, seed)
     reps = torch.tensor([float(statistic(*(a[i] for a in arrays))) for i in idx], dtype=torch.float64)
     return percentile_interval(estimate, reps, level, n)
-
-
-def mean_difference(a: Tensor, b: Tensor, *, resamples: int = RESAMPLES, level: float = LEVEL, seed: int = 0
-                    ) -> Interval:
-    """The paired bootstrap interval of ``mean(a - b)`` (vectorised: one gather per replicate)."""
-    d = (a.double() - b.double()).flatten()
-    d = d[torch.isfinite(d)]
-    if d.numel() == 0:
-        return Interval(math.nan, math.nan, math.nan, level, 0)
-    idx = bootstrap_indices(d.numel(), resamples, seed)
-    return percentile_interval(float(d.mean()), d[idx].mean(dim=1), level, d.numel())
 
 
 def _stats(features: Tensor) -> tuple[Tensor, Tensor, Tensor]:

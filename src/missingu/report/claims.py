@@ -114,8 +114,7 @@ def resolve_note(interval: Interval, threshold: float, words: str) -> str:
     return "" if n is None else f"; about {n:,} would resolve it"
 
 
-# What a claim's ``setting`` may name, and the words for each when a row differs from it.
-SETTING_KEYS = ("architectures", "shapes", "datasets", "sampler", "metric", "samples")
+# The presets each ``architectures`` value of a claim's ``setting`` stands for.
 SETTING_ARCHITECTURES = {"paper": {"unet": ("paper",), "cunet": ("paper", "draft")}, "ddsm": {"ddpm": ("ddsm",)}}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..stats import Interval, bootstrap_indices, percentile_interval
+from ..stats import Interval, paired_bootstrap
 from . import claims as c_
 from .common import Record, metric_note, numeric, save_figure
 
@@ -125,9 +125,8 @@ def _bootstrap(table: pd.DataFrame, claims: c_.ClaimsFile, statistic: Any = None
     """The paired bootstrap interval over images (rows resampled together across every column) of
     ``statistic(rows)`` (default: the mean of every finite value)."""
     data = torch.tensor(table.to_numpy(dtype=float), dtype=torch.float64)
-    stat = statistic or (lambda x: torch.nanmean(x.flatten()))
-    reps = [float(stat(data[i])) for i in bootstrap_indices(data.shape[0], c_.resamples(claims), claims.get("seed", 0))]
-    return percentile_interval(float(stat(data)), torch.tensor(reps), c_.level(claims), data.shape[0])
+    return paired_bootstrap(statistic or (lambda x: torch.nanmean(x.flatten())), data,
+                            resamples=c_.resamples(claims), level=c_.level(claims), seed=claims.get("seed", 0))
 
 
 @c_.claim_check("denoise", stage="denoise", table="denoise_vs_claims", words="the denoising task")
