@@ -188,14 +188,6 @@ def profile_model(
 
 
 
-def parse_shape(text: str) -> Shape:
-    """``"3x64x64"`` -> ``(3, 64, 64)``."""
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"--shapes: {text!r} is not a shape; write CxHxW, e.g. 3x64x64")
-    return (int(parts[0]), int(parts[1]), int(parts[2]))
-
-
 @dataclass(frozen=True)
 class ProfileJob:
     """One row to measure: a model (or a cU-Net ablation ``variant``) at an input shape, with

@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import profile
 from ..config import ConfigError
 from ..io import read_rows, write_rows
-from ..profile import check_checkpoints, journal_path, parse_shape, plan
+from ..profile import Shape, check_checkpoints, journal_path, plan
 from ..task import write_result
 from . import options
 
@@ -31,6 +31,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     options.progress(p)
 
 
+def _parse_shape(text: str) -> Shape:
+    """``"3x64x64"`` -> ``(3, 64, 64)``."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--shapes: {text!r} is not a shape; write CxHxW, e.g. 3x64x64")
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
 def _checkpoint_map(items: Sequence[str]) -> dict[tuple[str, str], Path]:
     out = {}
     for item in items:
@@ -47,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
     device = options.device_of(args, cfg)
     checkpoints = _checkpoint_map(args.checkpoint or [])
     check_checkpoints(cfg, checkpoints)  # unknown names and mismatched files fail here, before any work
-    shapes = None if args.shapes is None else [parse_shape(s) for s in options.names(args.shapes)]
+    shapes = None if args.shapes is None else [_parse_shape(s) for s in options.names(args.shapes)]
     jobs = plan(cfg, checkpoints, models=options.names(args.models), shapes=shapes)
     earlier = read_rows(args.out) if args.merge and args.out.is_file() else []
     journal = journal_path(args.out)
