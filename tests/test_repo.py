@@ -90,6 +90,12 @@ def test_schema_model_options_match_architectures(arch):
     assert set(props) == set(_fields(ARCHITECTURES[arch].config_cls))
 
 
+def test_schema_model_recipe_keys_are_the_train_sections():
+    """A model's ``train:`` may carry exactly the keys of the ``train`` section."""
+    recipe = SCHEMA["properties"]["models"]["items"]["properties"]["train"]
+    assert set(recipe["propertyNames"]["enum"]) == set(_fields(TrainConfig))
+
+
 def test_schema_enums_match_registries():
     p = SCHEMA["properties"]
     assert set(p["diffusion"]["properties"]["schedule"]["enum"]) == set(SCHEDULES)
@@ -111,7 +117,8 @@ def test_every_key_is_documented_in_config_readme():
     assert not missing, f"config/README.md does not document {missing}"
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "photos.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "paper_lite.yaml", "gpu_smoke.yaml", "photos.yaml",
+                                  "smoke.yaml"])
 def test_config_files_are_valid_for_the_package(name):
     cfg = load_experiment(ROOT / "config" / name)
     assert cfg.datasets and cfg.models and cfg.samplers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from missingu.config import ConfigError
 from missingu.diffusion import Diffusion, DiffusionConfig
 from missingu.experiment import parse_experiment
 from missingu.io import load_torch
 from missingu.models import model_from_spec
-from missingu.train import EMA, TrainConfig, TrainingDiverged, load_snapshot, train
+from missingu.train import EMA, TrainConfig, TrainingDiverged, config_difference, learning_rate, load_snapshot, train
 
 N = 4  # checkpoint interval; full runs take 2N steps
 
@@ -46,15 +48,29 @@ KILL_SCRIPT = textwrap.dedent(
     def die(step, loss):
         if step == N + 1:
             os.kill(os.getpid(), signal.SIGKILL)
-    train(model, diffusion, images, TrainConfig(steps=2 * N, batch_size=8, lr=1e-3, checkpoint_every=N,
-          log_every=1), {out!r}, seed=3, meta={{"run": "x"}}, on_step=die, progress=False)
+    train(model, diffusion, images, TrainConfig(steps=2 * N, batch_size=8, lr=1e-3, warmup_steps=2 * N - 2,
+          checkpoint_every=N, log_every=1), {out!r}, seed=3, meta={{"run": "x"}}, on_step=die, progress=False)
     """
 )
 
 
+def test_warmup_learning_rates():
+    """DDSM's linear warm-up: step k (from 0) at lr x min(k, W) / W, then lr; none when W = 0."""
+    cfg = TrainConfig(lr=4e-4, warmup_steps=5000)
+    assert learning_rate(cfg, 0) == 0.0
+    assert learning_rate(cfg, 1) == pytest.approx(4e-4 / 5000)
+    assert learning_rate(cfg, 2500) == pytest.approx(2e-4)
+    assert learning_rate(cfg, 5000) == pytest.approx(4e-4)
+    assert learning_rate(cfg, 450_000) == pytest.approx(4e-4)
+    assert learning_rate(TrainConfig(lr=4e-4), 0) == 4e-4
+    with pytest.raises(ConfigError, match="warmup_steps: must be zero"):
+        TrainConfig(warmup_steps=-1)
+
+
 def test_resume_after_kill_is_exact(tmp_path, tiny_config):
+    """Killed mid-way (and mid-warm-up), a resumed run ends with the unbroken run's weights."""
     torch.set_num_threads(1)
-    tcfg = TrainConfig(steps=2 * N, batch_size=8, lr=1e-3, checkpoint_every=N, log_every=1)
+    tcfg = TrainConfig(steps=2 * N, batch_size=8, lr=1e-3, warmup_steps=2 * N - 2, checkpoint_every=N, log_every=1)
     model, diffusion, images = _setup(tiny_config)
     train(model, diffusion, images, tcfg, tmp_path / "whole", seed=3, meta={"run": "x"}, progress=False)
 
@@ -79,6 +95,7 @@ def test_resume_after_kill_is_exact(tmp_path, tiny_config):
     ]
     rows = list(csv.DictReader(open(killed / "loss.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, 2 * N + 1))  # no duplicate rows
+    assert [float(r["lr"]) for r in rows] == pytest.approx([learning_rate(tcfg, k) for k in range(2 * N)])
 
 
 def test_resume_refuses_a_different_configuration(tmp_path, tiny_config):
@@ -162,3 +179,32 @@ def test_ema_is_a_moving_average():
     assert ema.model.weight.item() == pytest.approx(0.5)
     ema.update(lin, step=0)  # warm-up: decay min(0.5, 1/10) = 0.1
     assert ema.model.weight.item() == pytest.approx(0.5 * 0.1 + 0.9)
+
+
+def test_a_checkpoint_from_before_a_new_train_key_resumes():
+    """A train key the checkpoint predates (warmup_steps) is no difference while at its default."""
+    saved = {"train": {"lr": 1e-3, "steps": 4}}
+    assert config_difference(saved, {"train": {"lr": 1e-3, "steps": 8, "warmup_steps": 0}}) is None
+    assert "warmup_steps" in config_difference(saved, {"train": {"lr": 1e-3, "steps": 8, "warmup_steps": 5}})
+
+
+def test_a_models_recipe_reaches_its_config_json_and_no_others(tmp_path, tiny_config):
+    """A model entry's train keys are its recipe: in its run's config.json and checkpoint meta,
+    not in another model's."""
+    from missingu.cli import main
+
+    tiny_config["train"].update(steps=2, checkpoint_every=2)
+    tiny_config["models"][1]["train"] = {"lr": 5e-4, "warmup_steps": 3, "betas": [0.9, 0.999]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    records = {}
+    for model in ("unet", "cunet"):
+        out = tmp_path / model
+        assert main(["train", "--config", str(path), "--model", model, "--out-dir", str(out), "--no-progress"]) == 0
+        records[model] = json.loads((out / "config.json").read_text())
+        assert load_snapshot(out / "ema.pt")["meta"]["train"] == records[model]["meta"]["train"]
+    own, other = records["cunet"]["meta"]["train"], records["unet"]["meta"]["train"]
+    assert (own["lr"], own["warmup_steps"], own["betas"]) == (5e-4, 3, [0.9, 0.999])
+    assert (other["lr"], other["warmup_steps"], other["betas"]) == (1e-3, 0, [0.9, 0.99])
+    rows = list(csv.DictReader(open(tmp_path / "cunet" / "loss.csv")))
+    assert float(rows[-1]["lr"]) == pytest.approx(5e-4 / 3)  # step 1 of a 3-step warm-up

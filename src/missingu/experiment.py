@@ -81,14 +81,79 @@ class ExperimentConfig:
             )
         if not self.datasets:
             raise ConfigError("datasets: needs at least one entry")
+        self._check_matrix()
         self._check_stepaware()
         resolve_device(self.device, check_available=False)
-        for data in self.datasets:
-            for model in self.models:
-                try:
-                    check_image_size(model.resolve(), data.size)
-                except ConfigError as err:
-                    raise ConfigError(f"datasets.{data.name}.{err} (model {model.name!r})") from None
+        for dataset, name in self.runs():
+            data, model = self.dataset(dataset), self.model(name)
+            try:
+                check_image_size(model.resolve(), data.size)
+            except ConfigError as err:
+                raise ConfigError(f"datasets.{data.name}.{err} (model {model.name!r})") from None
+
+    def _check_matrix(self) -> None:
+        """Each model's ``datasets`` and ``samplers`` name entries of the config, its ``train`` keys
+        make a valid recipe, and every dataset has a model trained on it."""
+        for spec in self.models:
+            for key, entries in (("datasets", self.datasets), ("samplers", self.samplers)):
+                allowed = [e.name for e in entries]
+                unknown = [n for n in getattr(spec, key) or () if n not in allowed]
+                if unknown:
+                    raise ConfigError(f"models.{spec.name}.{key}: no {key[:-1]} entry named {unknown[0]!r}; "
+                                      f"allowed: {', '.join(allowed) or '(none)'}")
+            self.train_for(spec.name)
+        # (a config without models is a data-only slice: what the pipeline gives prepare-data)
+        untrained = [d.name for d in self.datasets if not any(self.trains(m.name, d.name) for m in self.models)]
+        if untrained and self.models:
+            raise ConfigError(f"datasets.{untrained[0]}: no model is trained on it (models[].datasets); remove "
+                              f"the entry or add it to a model's datasets")
+
+    def trains(self, model: str, dataset: str) -> bool:
+        """Whether model entry ``model`` is trained on dataset entry ``dataset`` (its ``datasets``)."""
+        spec = self.model(model)
+        return spec.datasets is None or dataset in spec.datasets
+
+    def samples(self, model: str, sampler: str) -> bool:
+        """Whether model entry ``model`` is sampled with sampler entry ``sampler`` (its ``samplers``)."""
+        spec = self.model(model)
+        return spec.samplers is None or sampler in spec.samplers
+
+    def runs(self) -> list[tuple[str, str]]:
+        """The experiment matrix: every ``(dataset, model)`` trained, datasets in config order."""
+        return [(d.name, m.name) for d in self.datasets for m in self.models if self.trains(m.name, d.name)]
+
+    def sampled(self) -> list[tuple[str, str, str]]:
+        """Every ``(dataset, model, sampler)`` drawn: a trained pair with each sampler of the model."""
+        return [(d, m, s.name) for d, m in self.runs() for s in self.samplers if self.samples(m, s.name)]
+
+    def matrix(self, keys: Sequence[str]) -> list[dict[str, str]]:
+        """The distinct combinations of ``keys`` (a subset of dataset, model, sampler, in that
+        order) that the experiment runs, as dicts: what the pipeline expands its paths over."""
+        allowed = ("dataset", "model", "sampler")
+        if not set(keys) <= set(allowed):
+            raise ValueError(f"matrix keys: {list(keys)!r}; allowed: {', '.join(allowed)}")
+        rows = ([dict(zip(allowed, row)) for row in self.sampled()] if "sampler" in keys
+                else [dict(zip(allowed, row)) for row in self.runs()])
+        out: list[dict[str, str]] = []
+        for row in rows:
+            picked = {k: row[k] for k in allowed if k in keys}
+            if picked not in out:
+                out.append(picked)
+        return out
+
+    def train_for(self, model: str) -> TrainConfig:
+        """Model entry ``model``'s training recipe: the ``train`` section with its own ``train``
+        keys on top."""
+        spec = self.model(model)
+        if not spec.train:
+            return self.train
+        return build(TrainConfig, {**to_dict(self.train), **spec.train}, f"models.{spec.name}.train")
+
+    def stepaware_datasets(self) -> list[str]:
+        """The datasets the step-aware study runs on: those its slimmable model is trained on."""
+        if not self.stepaware.model:
+            return []
+        return [d for d, m in self.runs() if m == self.stepaware.model]
 
     def _check_stepaware(self) -> None:
         """``stepaware.model`` names a slimmable model, ``mix`` other models, ``sampler`` a DDPM/DDIM sampler."""
@@ -105,6 +170,10 @@ class ExperimentConfig:
             if name not in names or name == sa.model:
                 raise ConfigError(f"stepaware.mix: {name!r} is not another model entry; allowed: "
                                   f"{', '.join(n for n in names if n != sa.model)}")
+            missing = [d for d in self.stepaware_datasets() if not self.trains(name, d)]
+            if missing:
+                raise ConfigError(f"stepaware.mix: {name!r} is not trained on {missing[0]!r}, where stepaware.model "
+                                  f"{sa.model!r} is (add it to models.{name}.datasets, or leave {name!r} out of mix)")
         sampler = next((s for s in self.samplers if s.name == sa.sampler), None)
         if sampler is None or sampler.kind not in ("ddpm", "ddim"):
             allowed = [s.name for s in self.samplers if s.kind in ("ddpm", "ddim")]
@@ -140,10 +209,13 @@ def run_meta(cfg: ExperimentConfig, dataset: str | None, model: str | None) -> d
     ``cfg``), stored in its checkpoints: what a checkpoint is, so a later command can rebuild the
     network and a resume can tell whether the configuration changed."""
     data, spec = cfg.dataset(dataset), cfg.model(model)
+    if not cfg.trains(spec.name, data.name):
+        raise ConfigError(f"models.{spec.name}.datasets: {list(spec.datasets or ())!r} does not list {data.name!r}; "
+                          f"this model is not trained on it in this experiment")
     return {
         "model_name": spec.name, "arch": spec.arch, "model": to_dict(spec.resolve()),
         "dataset": data.name, "image_shape": [data.channels, data.size, data.size], "hflip": data.hflip,
-        "diffusion": to_dict(cfg.diffusion), "train": to_dict(cfg.train), "seed": cfg.seed,
+        "diffusion": to_dict(cfg.diffusion), "train": to_dict(cfg.train_for(spec.name)), "seed": cfg.seed,
     }
 
 

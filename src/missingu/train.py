@@ -1,10 +1,9 @@
-"""Training loop: AdamW, EMA, mixed precision on CUDA, gradient clipping, atomic checkpoints,
-exact resume, progress bar and a CSV loss log.
+"""Training loop: AdamW with warm-up, EMA, mixed precision on CUDA, gradient clipping, atomic
+checkpoints, exact resume, progress bar and a CSV loss log.
 
-Randomness is a function of ``(seed, step)`` alone: step ``k`` draws its batch indices,
-flips, diffusion steps, noise (and a slimmable network's middle width, :func:`sandwich_widths`)
-from a generator seeded with ``seed`` and ``k``. A run
-resumed from the checkpoint of step ``k`` therefore continues exactly as an unbroken run.
+Randomness is a function of ``(seed, step)`` alone: step ``k`` draws its batch indices, flips,
+diffusion steps, noise (and a slimmable network's middle width, :func:`sandwich_widths`) from a
+generator seeded with ``seed`` and ``k``, so a resumed run continues exactly as an unbroken one.
 
 Files in ``out_dir``: ``resume.pt`` (full state: model, EMA, optimizer, step, loss
 history), ``loss.csv`` (step, loss, grad_norm, lr, seconds), and at the end ``ema.pt``
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import __version__, distributed
-from .config import ConfigError, derived_seed, in_range, positive
+from .config import ConfigError, derived_seed, in_range, positive, to_dict
 from .data import to_model_range
 from .diffusion import Diffusion
 from .io import InputFileError, atomic_open, load_torch, save_json, save_torch
@@ -54,13 +53,16 @@ SNAPSHOT_FORMAT = "missingu.ema/1"
 class TrainConfig:
     """Optimisation settings. ``grad_clip: null`` disables clipping; ``amp`` applies on CUDA only.
     ``gpus`` > 1 trains data-parallel in that many processes (``torchrun``; on the CPU, gloo
-    processes), each on its slice of the global ``batch_size``.
+    processes), each on its slice of the global ``batch_size``. ``warmup_steps`` W ramps the
+    learning rate linearly (:func:`learning_rate`). A model entry's ``train`` keys override these
+    for that model (``ExperimentConfig.train_for``).
     (Horizontal flips are a property of the dataset: ``datasets[].hflip``.)"""
 
     steps: int = 4000
     batch_size: int = 64
     gpus: int = 1
     lr: float = 2e-4
+    warmup_steps: int = 0
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     ema_decay: float = 0.999
@@ -77,10 +79,20 @@ class TrainConfig:
         for i, b in enumerate(self.betas):
             in_range(b, 0.0, 0.999999, f"betas[{i}]")
         in_range(self.ema_decay, 0.0, 1.0, "ema_decay")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps: must be zero (no warm-up) or positive, got {self.warmup_steps}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay: must be zero or positive, got {self.weight_decay}")
         if self.grad_clip is not None:
             positive(self.grad_clip, "grad_clip")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (from 0): ``lr * min(step, W) / W``, ``W =
+    warmup_steps`` (DDSM's LambdaLR: step 0 moves no weight); ``lr`` when ``W = 0``."""
+    if config.warmup_steps == 0:
+        return config.lr
+    return config.lr * min(step, config.warmup_steps) / config.warmup_steps
 
 
 class TrainingDiverged(FloatingPointError):
@@ -125,10 +137,8 @@ def draw_batch(
 
 
 class BatchSource:
-    """The batches of :func:`draw_batch`, on ``device``. With ``on_device`` (``speed.data_on_device``)
-    the images are converted to the model range once, on the CPU, and kept on the device; each
-    step's indices and flips are still drawn on the CPU from the step's generator and the batch is
-    gathered on the device, so the values are the same to the bit and only the image copy is saved."""
+    """The batches of :func:`draw_batch`, on ``device``; with ``on_device`` the images stay on the
+    device (indices and flips still drawn on the CPU from the step's generator: the same bits)."""
 
     def __init__(self, images: Tensor, diffusion: Diffusion, batch_size: int, hflip: bool,
                  device: torch.device, on_device: bool = False):
@@ -154,10 +164,8 @@ class BatchSource:
 
 
 def sandwich_widths(model: nn.Module, g: torch.Generator) -> list[float | None]:
-    """The widths one training step backpropagates: for a slimmable network the sandwich rule
-    (Yu & Huang 2019, as DDSM trains): the full width, the smallest and one middle width drawn
-    from the step's generator ``g``, their gradients summed before one optimizer step; ``[None]``
-    (the network as it is) for any other network."""
+    """The widths one step backpropagates: a slimmable network's sandwich (Yu & Huang 2019, as DDSM
+    trains: full, smallest and one middle width drawn from ``g``); ``[None]`` for any other."""
     if not is_slimmable(model):
         return [None]
     widths = sorted(model.config.widths, reverse=True)
@@ -186,12 +194,15 @@ _RESUMABLE_TRAIN_KEYS = ("steps", "checkpoint_every", "gpus")
 
 def config_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
     """The first difference between a checkpoint's ``meta`` and this run's, as
-    ``"key: A there, B now"``, or ``None`` when the checkpoint can be resumed."""
+    ``"key: A there, B now"``, or ``None`` when the checkpoint can be resumed. A ``train`` key
+    the checkpoint predates (such as ``warmup_steps``) is no difference while it has its default."""
+    defaults = to_dict(TrainConfig())
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)
         if key == "train":
             a = {k: v for k, v in (a or {}).items() if k not in _RESUMABLE_TRAIN_KEYS}
-            b = {k: v for k, v in (b or {}).items() if k not in _RESUMABLE_TRAIN_KEYS}
+            b = {k: v for k, v in (b or {}).items()
+                 if k not in _RESUMABLE_TRAIN_KEYS and (k in a or v != defaults.get(k))}
         if a != b:
             return f"{key}: {a!r} there, {b!r} now"
     return None
@@ -264,19 +275,12 @@ def train(
 ) -> TrainResult:
     """Train ``model`` to denoise ``images`` (uint8, N x C x H x W) for ``config.steps`` steps.
 
-    Resumes from ``out_dir/resume.pt`` when present and its ``meta`` matches (``train.steps``
-    may grow, ``train.checkpoint_every`` may change). A checkpoint of another configuration, or
-    one beyond ``config.steps``, is refused (``on_config_change="refuse"``, a ``ConfigError``
-    naming the difference) or moved to ``out_dir/superseded/`` and training starts from step 0
-    (``"restart"``: the pipeline's choice, since Snakemake reruns training exactly when the
-    configuration changed). ``meta`` (plain data: architecture, model and diffusion config,
-    dataset) goes into every checkpoint; ``record`` (the resolved run config) is written to ``config.json``
-    once the checkpoint, if any, is known to belong to this run. ``hflip`` flips half the
-    images left-right (for datasets where that is a valid augmentation). ``on_step(step, loss)``
-    is called after each optimizer step. ``speed`` switches on fast paths (channels_last,
-    compile, fused AdamW, the attention kernel, images kept on the GPU) that leave the result
-    unchanged up to float rounding (``data_on_device``: to the bit).
-    """
+    Resumes from ``out_dir/resume.pt`` when its ``meta`` matches (``steps`` may grow); another
+    configuration's checkpoint is refused (a ``ConfigError`` naming the difference) or, with
+    ``on_config_change="restart"`` (the pipeline's), moved to ``out_dir/superseded/``. ``meta``
+    goes into every checkpoint, ``record`` to ``config.json``; ``hflip`` flips half the images;
+    ``on_step(step, loss)`` follows each optimizer step; ``speed``'s fast paths leave the result
+    unchanged up to float rounding (``data_on_device``: to the bit)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -337,6 +341,9 @@ def train(
             x0, t, noise = batches(g)
             x0, noise = to_layout(x0, speed), to_layout(noise, speed)
             opt.zero_grad(set_to_none=True)
+            lr = learning_rate(config, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
             for i, width in enumerate(sandwich_widths(model, g)):
                 if width is not None:
                     model.width = width
@@ -366,7 +373,7 @@ def train(
             elapsed = time.perf_counter() - t_run
             if done % config.log_every == 0 or done == config.steps:
                 row = {"step": done, "loss": window[0] / window[1], "grad_norm": grad_norm,
-                       "lr": config.lr, "seconds": round(elapsed, 3)}
+                       "lr": lr, "seconds": round(elapsed, 3)}
                 history.append(row)
                 if writer is not None:
                     writer.writerow(row)
@@ -413,9 +420,11 @@ def load_snapshot(path: str | Path) -> dict[str, Any]:
 
 
 def work(config: TrainConfig, shape: tuple[int, int, int], model_config: Any = None) -> Work:
-    """A training run: ``steps x batch_size`` images through a training step, once for each width
-    the sandwich rule trains when ``model_config`` is slimmable (:func:`sandwich_widths`: the full,
-    the smallest and one middle width)."""
-    widths = len(getattr(model_config, "widths", ()) or ())
-    passes = 1 if widths < 2 else min(3, widths)
+    """``steps x batch_size`` images through a training step; for a slimmable ``model_config``
+    through each sandwich pass, one at width ``w`` costing ``w**2`` (the middle width averaged)."""
+    widths = sorted(getattr(model_config, "widths", ()) or (), reverse=True)
+    passes = 1.0
+    if len(widths) >= 2:
+        middle = widths[1:-1]
+        passes = widths[0] ** 2 + widths[-1] ** 2 + (sum(w**2 for w in middle) / len(middle) if middle else 0.0)
     return Work(train_values=float(config.steps * config.batch_size * image_values(shape) * passes))

@@ -54,8 +54,9 @@ def _launch_processes(args: argparse.Namespace, count: int) -> int:
 
 def run(args: argparse.Namespace) -> int:
     cfg = options.experiment(args)
-    if cfg.train.gpus > 1 and not distributed.launched():
-        return _launch_processes(args, cfg.train.gpus)
+    recipe = cfg.train_for(cfg.model(args.model).name)  # the train section with the model's own keys
+    if recipe.gpus > 1 and not distributed.launched():
+        return _launch_processes(args, recipe.gpus)
     meta = run_meta(cfg, args.dataset, args.model)
     c, h, w = meta["image_shape"]
     torch.manual_seed(cfg.seed)  # the initial weights, like everything else, follow from the seed
@@ -63,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     device = options.device_of(args, cfg)
     if distributed.launched():
         size = int(os.environ["WORLD_SIZE"])
-        if size != cfg.train.gpus:
-            raise ConfigError(f"train.gpus: {cfg.train.gpus}, but torchrun started {size} processes")
+        if size != recipe.gpus:
+            raise ConfigError(f"train.gpus: {recipe.gpus}, but torchrun started {size} processes")
         device = distributed.setup(device)
         torch.set_num_threads(max(1, (args.threads or torch.get_num_threads()) // size))
         if distributed.world()[1] != 0:  # one log: rank 0's
@@ -75,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     log.info("training %s (%s, %d parameters) on %s (%d images) on %s for %d steps",
              meta["model_name"], meta["arch"], count_parameters(model), meta["dataset"], len(data),
-             device, cfg.train.steps)
+             device, recipe.steps)
     record = {"meta": meta, "config": to_dict(cfg), "version": __version__,
               "parameters": count_parameters(model), "device": str(device)}
-    train(model, Diffusion(cfg.diffusion), data.images, cfg.train, out, seed=cfg.seed, device=device,
+    train(model, Diffusion(cfg.diffusion), data.images, recipe, out, seed=cfg.seed, device=device,
           meta=meta, record=record, hflip=meta["hflip"], progress=not args.no_progress,
           on_config_change="restart" if args.restart_on_change else "refuse", speed=cfg.speed)
     return 0

@@ -78,15 +78,26 @@ ARCHITECTURES: dict[str, Architecture] = {
 @dataclass(frozen=True)
 class ModelSpec:
     """One model entry of a config: a unique ``name``, an ``arch``, a ``preset`` and
-    ``options`` overriding the preset's keys."""
+    ``options`` overriding the preset's keys. Its place in the experiment matrix: the
+    ``datasets`` it is trained on and the ``samplers`` it is sampled with (``None``: every
+    entry of the config), and ``train``, its recipe's keys on top of the config's ``train``
+    section (checked by the experiment, which knows both)."""
 
     name: str
     arch: str
     preset: str = "paper"
     options: dict[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None
+    samplers: tuple[str, ...] | None = None
+    train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         entry_name(self.name)
+        for key in ("datasets", "samplers"):
+            names = getattr(self, key)
+            if names is not None and (not names or len(set(names)) < len(names)):
+                raise ConfigError(f"{key}: a list of distinct entry names, at least one; got {list(names)!r} "
+                                  f"(leave the key out for every entry)")
         arch = choose(ARCHITECTURES, self.arch, "architecture", "arch")
         choose(arch.presets, self.preset, f"{self.arch} preset", "preset")
         self.resolve()
