@@ -36,6 +36,12 @@ include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/report.smk"
 
 
+# What the run will cost (missingu.plan, the numbers the SLURM resources ask), once where Snakemake
+# runs, dry runs included; `missingu plan --config FILE` lists every job.
+if workflow.is_main_process:
+    logger.info(plan_text())
+
+
 onstart:
     check_every_job()
 

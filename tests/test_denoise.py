@@ -18,7 +18,7 @@ from missingu.config import ConfigError
 from missingu.denoise import DenoiseConfig, Scorer, matched_step, reverse_chain, run_denoising, summary_rows
 from missingu.diffusion import Diffusion, DiffusionConfig
 from missingu.experiment import parse_experiment
-from test_pipeline import ROOT
+from pipeline_run import ROOT
 
 S = 0.25  # std of the toy data on the model's [-1, 1] scale
 

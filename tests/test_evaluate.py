@@ -16,7 +16,7 @@ from missingu.data import ImageSet, load_imageset, to_model_range
 from missingu.evaluate import classifier_reference
 from missingu.io import save_json, save_torch
 from missingu.report import quality_claims
-from test_pipeline import ROOT
+from pipeline_run import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def _denoised(gain_low: float, gain_high: float, noise: float = 0.01, n: int = 4
 def _denoise_claims():
     import yaml
 
-    from test_pipeline import ROOT
+    from pipeline_run import ROOT
 
     return yaml.safe_load((ROOT / "config/paper_claims.yaml").read_text())
 

@@ -215,15 +215,17 @@ def plan(
     models: Sequence[str] | None = None,
     shapes: Sequence[Shape] | None = None,
 ) -> list[ProfileJob]:
-    """The jobs of a profile: every model at every dataset's shape and every ``profile.shapes``
-    entry it can take, then its cU-Net ablations (``profile.ablations``). ``models`` and
-    ``shapes`` keep only those (unknown names or shapes raise ``ConfigError``)."""
+    """The jobs of a profile: every model at the shape of each dataset it is trained on (the
+    experiment's matrix; its trained weights where ``checkpoints`` has them) and at every
+    ``profile.shapes`` entry it can take, then its cU-Net ablations (``profile.ablations``).
+    ``models`` and ``shapes`` keep only those (unknown names or shapes raise ``ConfigError``)."""
     checkpoints = checkpoints or {}
-    every: dict[Shape, str] = {}
+    every: dict[Shape, list[str]] = {}  # shape -> the datasets of that shape ([] for profile.shapes alone)
     for data in cfg.datasets:
-        every.setdefault((data.channels, data.size, data.size), data.name)
+        every.setdefault((data.channels, data.size, data.size), []).append(data.name)
+    extra = {tuple(shape) for shape in cfg.profile.shapes}
     for shape in cfg.profile.shapes:
-        every.setdefault(tuple(shape), "")
+        every.setdefault(tuple(shape), [])
     if shapes is not None:
         unknown = [format_shape(s) for s in shapes if tuple(s) not in every]
         if unknown:
@@ -232,10 +234,11 @@ def plan(
         every = {s: d for s, d in every.items() if s in set(map(tuple, shapes))}
     specs = [cfg.model(name) for name in models] if models is not None else list(cfg.models)
     jobs = []
-    for shape, dataset in every.items():
+    for shape, datasets in every.items():
         for spec in specs:
             config = spec.resolve()
-            if not compatible(config, shape):
+            dataset = next((d for d in datasets if cfg.trains(spec.name, d)), "")
+            if not compatible(config, shape) or not (dataset or shape in extra):
                 continue
             path = checkpoints.get((dataset, spec.name)) if dataset else None
             common = dict(dataset=dataset, model=spec.name, arch=spec.arch, preset=spec.preset, shape=shape,

@@ -3,7 +3,6 @@
 # and the final outputs. SLURM sizing is in resources.smk; each stage's rules, input functions and
 # notebook declaration are in its own <stage>.smk.
 
-import itertools
 import json
 import os
 import re
@@ -98,8 +97,20 @@ def beside(main, suffixes):
     return {name: str(path) for name, path in sidecars(main, suffixes).items()}
 
 
-def _entry(key, name):
-    return next(e for e in config[key] if e["name"] == name)
+def _entry(key, name, within):
+    """Config entry `name` of list `key`; a model entry's `datasets` and `samplers` keep only the
+    names `within` the slice (so adding a dataset to a model's list reruns none of its other jobs),
+    and its `train` recipe is kept only where the slice holds the `train` section."""
+    entry = next(e for e in config[key] if e["name"] == name)
+    if key != "models":
+        return entry
+    entry = dict(entry)
+    if "train" not in within["sections"]:  # its recipe matters to its training alone
+        entry.pop("train", None)
+    for field in ("datasets", "samplers"):
+        if entry.get(field) is not None:
+            entry[field] = [n for n in entry[field] if n in within[field]] or None
+    return entry
 
 
 def config_slice(*, datasets=("{dataset}",), models=(), samplers=(), sections=(), shared=("seed", "device")):
@@ -113,9 +124,10 @@ def config_slice(*, datasets=("{dataset}",), models=(), samplers=(), sections=()
 
     def params(wildcards):
         data = {key: config[key] for key in (*shared, *sections) if key in config}
-        data["datasets"] = [_entry("datasets", name) for name in pick(datasets, wildcards)]
-        data["models"] = [_entry("models", name) for name in pick(models, wildcards)]
-        data["samplers"] = [_entry("samplers", name) for name in pick(samplers, wildcards)]
+        within = {"datasets": pick(datasets, wildcards), "samplers": pick(samplers, wildcards), "sections": sections}
+        for key, names in (("datasets", within["datasets"]), ("models", pick(models, wildcards)),
+                           ("samplers", within["samplers"])):
+            data[key] = [_entry(key, name, within) for name in names]
         return shlex.quote(json.dumps(data, sort_keys=True))
 
     return params
@@ -131,10 +143,16 @@ def prepared(split):
     return expand(rules.prepare_data.output[0], split=split, allow_missing=True)[0]
 
 
-def records(keys, **paths):
-    """Notebook parameters: one dict per combination of wildcard values, with its file paths."""
-    values = {"dataset": DATASETS, "model": MODELS, "sampler": SAMPLERS}
-    combos = [dict(zip(keys, v)) for v in itertools.product(*(values[k] for k in keys))]
+def over(pattern, keys=("dataset", "model")):
+    """`pattern` for every combination of the wildcards `keys` the experiment runs: its matrix
+    (each model on its datasets, with its samplers; never the cross product)."""
+    return [pattern.format(**combo) for combo in EXPERIMENT.matrix(keys)]
+
+
+def records(keys, combos=None, **paths):
+    """Notebook parameters: one dict per combination of wildcard values (`combos`, default the
+    experiment's matrix over `keys`), with its file paths."""
+    combos = EXPERIMENT.matrix(keys) if combos is None else combos
     return [{**c, **{key: path.format(**c) for key, path in paths.items()}} for c in combos]
 
 
@@ -148,8 +166,8 @@ def final_outputs():
     """What `snakemake` makes by default: trained models, sample grids, every executed notebook
     (and its HTML) and the claims table."""
     return [
-        *expand(rules.train.output.model, dataset=DATASETS, model=MODELS),
-        *expand(rules.sample.output.grid, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
+        *over(rules.train.output.model),
+        *over(rules.sample.output.grid, ("dataset", "model", "sampler")),
         *expand(f"{RESULTS['notebooks']}/{{name}}.{{ext}}", name=NOTEBOOKS, ext=["ipynb", "html"]),
         *rules.claims.output,
     ]

@@ -18,8 +18,8 @@ rule prepare_data:
         ENV
     threads: 1
     resources:
-        mem_mb=memory("prepare_data", 1000, per_data_mb=3, gpu_mb=0),
-        runtime=runtime("prepare_data", 120),
+        mem_mb=memory("prepare_data"),
+        runtime=runtime("prepare_data"),
     shell:
         "python -m missingu.cli prepare-data --config-json {params.config} --split {wildcards.split}"
         " --out {output} --threads {threads} 2> {log}"

@@ -24,8 +24,8 @@ rule denoise:
     threads: 1
     resources:
         gpu=gpus("denoise", GPU),
-        mem_mb=memory("denoise", 2000),
-        runtime=runtime("denoise", denoise_minutes),
+        mem_mb=memory("denoise"),
+        runtime=runtime("denoise"),
     shell:
         "TORCH_HOME={params.torch_home} python -m missingu.cli denoise --config-json {params.config}"
         " --checkpoint {input.model} --data {input.data} --out {output.summary} --curves {output.curves}"
@@ -35,7 +35,7 @@ rule denoise:
 
 NOTEBOOKS["denoise"] = {
     "input": {
-        **{what: expand(getattr(rules.denoise.output, what), dataset=DATASETS, model=MODELS)
+        **{what: over(getattr(rules.denoise.output, what))
            for what in ("summary", "curves", "images", "examples")},
         "claims_file": CLAIMS_FILE,
     },

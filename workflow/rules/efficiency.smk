@@ -8,7 +8,7 @@
 
 rule profile:
     input:
-        checkpoints=expand(rules.train.output.model, dataset=DATASETS, model=MODELS),
+        checkpoints=over(rules.train.output.model),
     output:
         report(f"{RESULTS['profile']}.csv", caption="../report/efficiency/profile_csv.rst", category="Efficiency"),
     params:
@@ -16,7 +16,7 @@ rule profile:
         config=config_slice(datasets=DATASETS, models=MODELS, sections=("diffusion", "profile")),
         # trained weights for every model at each dataset's shape
         checkpoints=lambda wildcards, input: flags(
-            "checkpoint", [f"{d}/{m}" for d, m in itertools.product(DATASETS, MODELS)], input.checkpoints
+            "checkpoint", over("{dataset}/{model}"), input.checkpoints
         ),
     log:
         "logs/profile/efficiency.log",
@@ -27,8 +27,8 @@ rule profile:
     threads: all_cores
     resources:
         gpu=gpus("profile", GPU),
-        mem_mb=memory("profile", 3000),
-        runtime=runtime("profile", profile_minutes),
+        mem_mb=memory("profile"),
+        runtime=runtime("profile"),
     shell:
         "python -m missingu.cli profile --config-json {params.config} {params.checkpoints} --out {output}"
         " --threads {threads} --no-progress 2> {log}"
@@ -49,8 +49,8 @@ rule bench:
     threads: all_cores
     resources:
         gpu=gpus("bench", GPU),
-        mem_mb=memory("bench", 3000),
-        runtime=runtime("bench", bench_minutes),
+        mem_mb=memory("bench"),
+        runtime=runtime("bench"),
     shell:
         "python -m missingu.cli bench --config-json {params.config} --out {output} --threads {threads} 2> {log}"
 

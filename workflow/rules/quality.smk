@@ -29,8 +29,8 @@ rule train_classifier:
     threads: 1
     resources:
         gpu=gpus("train_classifier", GPU),
-        mem_mb=memory("train_classifier", 1500, per_data_mb=3),
-        runtime=runtime("train_classifier", classifier_minutes),
+        mem_mb=memory("train_classifier"),
+        runtime=runtime("train_classifier"),
     shell:
         "python -m missingu.cli train-classifier --config-json {params.config} --data {input.train}"
         " --test {input.test} --out {output.model} --record {output.record} --threads {threads} --no-progress"
@@ -60,8 +60,8 @@ rule evaluate:
     threads: 1
     resources:
         gpu=gpus("evaluate", GPU),
-        mem_mb=memory("evaluate", 3000, per_data_mb=3),
-        runtime=runtime("evaluate", evaluate_minutes),
+        mem_mb=memory("evaluate"),
+        runtime=runtime("evaluate"),
     shell:
         "TORCH_HOME={params.torch_home} python -m missingu.cli evaluate --config-json {params.config}"
         " --samples {input.samples} --summary {input.summary} --classifier {input.classifier}"
@@ -72,8 +72,8 @@ rule evaluate:
 
 NOTEBOOKS["quality"] = {
     "input": {
-        "quality": expand(rules.evaluate.output.record, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
-        "features": expand(rules.evaluate.output.features, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
+        "quality": over(rules.evaluate.output.record, ("dataset", "model", "sampler")),
+        "features": over(rules.evaluate.output.features, ("dataset", "model", "sampler")),
         "classifiers": expand(rules.train_classifier.output.record, dataset=DATASETS),
         "claims_file": CLAIMS_FILE,
     },

@@ -5,15 +5,7 @@ import functools
 import shutil
 import subprocess
 
-import missingu.bench
-import missingu.classifier
-import missingu.denoise
-import missingu.evaluate
-import missingu.profile
-import missingu.samplers
-import missingu.stepaware
-import missingu.train
-from missingu.diffusion import Diffusion
+import missingu.plan
 
 
 def _wants_gpu():
@@ -91,13 +83,12 @@ def _unschedulable(rule, asked, nodes, largest, hint):
     )
 
 
-def memory(rule, base_mb, per_data_mb=0.0, gpu_mb=4000):
-    """The `mem_mb` resource of a rule: `base_mb`, plus `per_data_mb` per MB of the job's
-    training split, plus `gpu_mb` when the job asks for a GPU; checked against the SLURM nodes."""
+def memory(rule):
+    """The `mem_mb` resource of a job (missingu.plan.memory_mb: a base, more per MB of the job's
+    training split and on a GPU); checked against the SLURM nodes."""
 
     def mem_mb(wildcards, threads):
-        data_mb = EXPERIMENT.dataset(wildcards.dataset).train_bytes / 1e6 if hasattr(wildcards, "dataset") else 0
-        value = int(base_mb + per_data_mb * data_mb + (gpu_mb if GPU else 0))
+        value = missingu.plan.memory_mb(EXPERIMENT, rule, dict(wildcards.items()), bool(GPU))
         nodes = _slurm_nodes()
         if nodes is not None and not any(n["cpus"] >= threads and n["mem"] >= value for n in nodes):
             raise _unschedulable(rule, f"{threads} CPUs and {value} MB", nodes,
@@ -108,77 +99,18 @@ def memory(rule, base_mb, per_data_mb=0.0, gpu_mb=4000):
     return mem_mb
 
 
-# Runtime follows the work: each stage's library states how much a job computes (its `work(...)`:
-# image values through training steps and through forward calls, and timed measurements of fixed
-# cost), and a job asks for that at the throughput below, MARGIN times over, at least 10 minutes,
-# plus 10 minutes per fixed-cost measurement. Throughput in image values (H x W x C) per second
-# of training: on 2 CPU cores, half of the ~100k per second measured for the embedded default
-# (digits preset, 16x16x1, batch 64, 1,500 steps in 238-301 s); on a GPU 10 M per second, about
-# 800 images/s at 64x64x3, where one H200 trained the paper presets at 911-1,359. A forward call
-# costs about a third of a training step's image. The paper config's training (500k steps of 128
-# images at 64x64x3) asks 2,622 minutes; on a partition with a shorter limit, ask for that limit
-# and raise --retries: a job the cluster stops resumes from its checkpoint.
-TRAIN_VALUES_PER_S = {False: 5e4, True: 1e7}
-MARGIN = 2  # slower nodes, start-up, checkpoints
-
-
-def minutes_of(work, parallel=1):
-    """Minutes a job asks for its `work` (a missingu.task.Work), spread over `parallel` processes."""
-    seconds = (work.train_values + work.forward_values / 3) / TRAIN_VALUES_PER_S[bool(GPU)] / max(1, parallel)
-    return max(10, int(MARGIN * seconds / 60) + 1) + 10 * work.measurements
-
-
-def _shape(dataset):
-    spec = EXPERIMENT.dataset(dataset)
-    return (spec.channels, spec.size, spec.size)
-
-
-def train_minutes(wildcards):
-    model = EXPERIMENT.model(wildcards.model).resolve()
-    return minutes_of(missingu.train.work(EXPERIMENT.train, _shape(wildcards.dataset), model),
-                      parallel=train_gpus(wildcards))
-
-
-def sample_minutes(wildcards):
-    spec, count = EXPERIMENT.sampler(wildcards.sampler), EXPERIMENT.sample.num_samples
-    return minutes_of(missingu.samplers.work(spec, EXPERIMENT.diffusion.timesteps, count, _shape(wildcards.dataset)))
-
-
-def denoise_minutes(wildcards):
-    diffusion = Diffusion(EXPERIMENT.diffusion)
-    return minutes_of(missingu.denoise.work(EXPERIMENT.denoise, diffusion, _shape(wildcards.dataset)))
-
-
-def classifier_minutes(wildcards):
-    return minutes_of(missingu.classifier.work(EXPERIMENT.evaluate.classifier, _shape(wildcards.dataset)))
-
-
-def evaluate_minutes(wildcards):
-    count = EXPERIMENT.sample.num_samples
-    return minutes_of(missingu.evaluate.work(EXPERIMENT.evaluate, count, _shape(wildcards.dataset)))
-
-
-def stepaware_minutes(wildcards):
-    sa = EXPERIMENT.stepaware
-    networks = len(EXPERIMENT.model(sa.model).resolve().widths) + len(sa.mix)
-    spec, shape = EXPERIMENT.sampler(sa.sampler), _shape(wildcards.dataset)
-    return minutes_of(missingu.stepaware.work(sa, spec, EXPERIMENT.diffusion.timesteps, networks, shape))
-
-
-def profile_minutes(wildcards):
-    return minutes_of(missingu.profile.work(EXPERIMENT))
-
-
-def bench_minutes(wildcards):
-    return minutes_of(missingu.bench.work(EXPERIMENT.bench))
-
-
-def runtime(rule, minutes):
-    """The `runtime` resource (minutes) of a rule, from `minutes(wildcards)` or a number;
-    checked against the SLURM partitions' time limits."""
+# Runtime and memory follow the work: missingu.plan sizes every job (its stage library's
+# `work(...)` at the stated throughput, MARGIN times over, at least 10 minutes, plus 10 minutes per
+# timed measurement; host memory from the dataset a job holds, more on a GPU), and `missingu plan`
+# prints the same numbers before a run. The paper config's training (500k steps of 128 images at
+# 64x64x3) asks 2,622 minutes; on a partition with a shorter limit, ask for that limit and raise
+# --retries: a job the cluster stops resumes from its checkpoint.
+def runtime(rule):
+    """The `runtime` resource (minutes) of a rule's job, from missingu.plan; checked against the
+    SLURM partitions' time limits."""
 
     def value(wildcards):
-        asked = minutes(wildcards) if callable(minutes) else minutes
+        asked = missingu.plan.runtime_minutes(EXPERIMENT, rule, dict(wildcards.items()), bool(GPU))
         nodes = _slurm_nodes()
         if nodes is not None and not any(n["minutes"] is None or n["minutes"] >= asked for n in nodes):
             raise _unschedulable(rule, f"{asked} minutes", nodes, lambda n: f"time limit {n['minutes']} min",
@@ -213,20 +145,46 @@ def check_every_job():
             job.resources
 
 
+def longest_first(rule):
+    """A job's `priority`: its planned seconds, so that among the jobs of a rule ready at once the
+    longest starts first (three trainings on two cores: the two longest together)."""
+    return lambda wildcards: int(missingu.plan.estimate_seconds(EXPERIMENT, rule, dict(wildcards.items()), bool(GPU)))
+
+
 def train_processes(wildcards):
-    """Processes (and CPUs) of a training job: `train.gpus`, one GPU each on CUDA (torchrun)."""
-    return EXPERIMENT.train.gpus
+    """Processes (and CPUs) of a training job: its recipe's `train.gpus`, one GPU each on CUDA (torchrun)."""
+    return missingu.plan.processes(EXPERIMENT, "train", dict(wildcards.items()))
 
 
 def train_gpus(wildcards):
     """GPUs of a training job: one per process when the config trains on CUDA."""
-    return GPU * EXPERIMENT.train.gpus
+    return missingu.plan.gpus(EXPERIMENT, "train", dict(wildcards.items()), bool(GPU))
+
+
+# Rules that time what they run (profile, bench) take every core, so no other job runs beside
+# them. Locally that is --cores. Under SLURM this one function decides for every such rule, the
+# same where the job is submitted and where it runs: it is submitted for SLURM_ALL_CORES CPUs (at
+# most a node's), and inside the job it takes the CPUs SLURM gave it (SLURM_CPUS_PER_TASK).
+SLURM_ALL_CORES = 4
 
 
 def all_cores(wildcards):
-    """Every core of the run, so no other job runs beside the profile while it times; 1 where
-    none is set (`--report`, `--lint`)."""
+    """Every core of the run (see above); 1 where none is set (`--report`, `--lint`)."""
+    plugin = getattr(workflow.executor_plugin, "name", "")
+    if plugin == "slurm-jobstep":
+        return int(os.environ.get("SLURM_CPUS_PER_TASK", 1))
+    if plugin == "slurm":
+        return min(SLURM_ALL_CORES, max(n["cpus"] for n in _sinfo_nodes()))
     try:
         return workflow.cores
     except WorkflowError:  # no --cores given
         return 1
+
+
+def plan_text():
+    """The plan's totals for this run (measured rates where a benchmark of this machine's GPU exists)."""
+    rates = None
+    if GPU and (name := missingu.plan.device_name()):
+        rates = missingu.plan.read_rates(missingu.plan.measured_files(), name)
+    jobs = missingu.plan.jobs(EXPERIMENT, bool(GPU), rates)
+    return f"Plan (missingu plan):\n{missingu.plan.format_plan(jobs, bool(GPU), rates=rates, per_job=False)}"

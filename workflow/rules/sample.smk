@@ -22,8 +22,8 @@ rule sample:
     threads: 1
     resources:
         gpu=gpus("sample", GPU),
-        mem_mb=memory("sample", 1500),
-        runtime=runtime("sample", sample_minutes),
+        mem_mb=memory("sample"),
+        runtime=runtime("sample"),
     shell:
         "python -m missingu.cli sample --config-json {params.config} --checkpoint {input} --out {output.images}"
         " --summary {output.summary} --grid {output.grid} --threads {threads} 2> {log}"
@@ -31,8 +31,8 @@ rule sample:
 
 NOTEBOOKS["sample"] = {
     "input": {
-        "summaries": expand(rules.sample.output.summary, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
-        "grids": expand(rules.sample.output.grid, dataset=DATASETS, model=MODELS, sampler=SAMPLERS),
+        "summaries": over(rules.sample.output.summary, ("dataset", "model", "sampler")),
+        "grids": over(rules.sample.output.grid, ("dataset", "model", "sampler")),
     },
     # with `samplers: []` there is nothing to tabulate or show: the notebook says so
     "output": {} if not SAMPLERS else {

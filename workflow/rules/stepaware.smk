@@ -7,6 +7,8 @@ from missingu.stepaware import SIDECARS as STEPAWARE_SIDECARS
 
 STEPAWARE = bool(config.get("stepaware", {}).get("model"))
 STEPAWARE_MODELS = [config["stepaware"]["model"], *config["stepaware"].get("mix", [])] if STEPAWARE else []
+# the datasets its slimmable model is trained on (every model it mixes in is trained on them too)
+STEPAWARE_DATASETS = EXPERIMENT.stepaware_datasets()
 
 
 if STEPAWARE:
@@ -37,8 +39,8 @@ if STEPAWARE:
         threads: 1
         resources:
             gpu=gpus("stepaware", GPU),
-            mem_mb=memory("stepaware", 3000, per_data_mb=3),
-            runtime=runtime("stepaware", stepaware_minutes),
+            mem_mb=memory("stepaware"),
+            runtime=runtime("stepaware"),
         shell:
             "python -m missingu.cli stepaware --config-json {params.config} {params.checkpoints}"
             " --classifier {input.classifier} --data {input.train} --test {input.test} --out {output.table}"
@@ -48,10 +50,10 @@ if STEPAWARE:
 
     NOTEBOOKS["stepaware"] = {
         "input": {
-            "tables": expand(rules.stepaware.output.table, dataset=DATASETS),
-            "records": expand(rules.stepaware.output.record, dataset=DATASETS),
-            "strategies": expand(rules.stepaware.output.strategies, dataset=DATASETS),
-            "features": expand(rules.stepaware.output.features, dataset=DATASETS),
+            "tables": expand(rules.stepaware.output.table, dataset=STEPAWARE_DATASETS),
+            "records": expand(rules.stepaware.output.record, dataset=STEPAWARE_DATASETS),
+            "strategies": expand(rules.stepaware.output.strategies, dataset=STEPAWARE_DATASETS),
+            "features": expand(rules.stepaware.output.features, dataset=STEPAWARE_DATASETS),
             "claims_file": CLAIMS_FILE,
         },
         "output": {
@@ -66,13 +68,13 @@ if STEPAWARE:
             "claims_md": f"{RESULTS['tables']}/stepaware_vs_claims.md",
             "figures": report(
                 expand(f"{RESULTS['figures']}/stepaware_{{kind}}_{{dataset}}.png", kind=["heatmap", "pareto"],
-                       dataset=DATASETS),
+                       dataset=STEPAWARE_DATASETS),
                 caption="../report/stepaware/table.rst",
                 category="Step-aware",
             ),
         },
         "parameters": {
-            "records": records(("dataset",), table=rules.stepaware.output.table,
+            "records": records(("dataset",), [{"dataset": d} for d in STEPAWARE_DATASETS], table=rules.stepaware.output.table,
                                record=rules.stepaware.output.record, strategies=rules.stepaware.output.strategies,
                                history=rules.stepaware.output.history, features=rules.stepaware.output.features),
             "claims_yaml": CLAIMS_FILE,

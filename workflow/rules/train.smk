@@ -27,10 +27,12 @@ rule train:
     conda:
         ENV
     threads: train_processes
+    # the longest training first (its planned time): the critical path of a run on a few cores
+    priority: longest_first("train")
     resources:
         gpu=gpus("train", train_gpus),
-        mem_mb=memory("train", 1500, per_data_mb=2),
-        runtime=runtime("train", train_minutes),
+        mem_mb=memory("train"),
+        runtime=runtime("train"),
     shell:
         "python -m missingu.cli train --config-json {params.config} --data {input} --out-dir {params.out_dir}"
         " --threads {threads} --restart-on-change 2>> {log}"
@@ -38,8 +40,8 @@ rule train:
 
 NOTEBOOKS["train"] = {
     "input": {
-        "records": expand(rules.train.output.record, dataset=DATASETS, model=MODELS),
-        "losses": expand(rules.train.output.loss, dataset=DATASETS, model=MODELS),
+        "records": over(rules.train.output.record),
+        "losses": over(rules.train.output.loss),
     },
     "output": {
         "training": report(

@@ -19,6 +19,7 @@
                           --data train.pt --test test.pt --out stepaware.csv
     missingu claims       --claims-file config/paper_claims.yaml --table denoise=denoise_vs_claims.csv ...
                           --out claims.csv
+    missingu plan         --config C [--devices 8] [--bench results/measured/h100/bench_train.csv] [--totals]
 
 ``--config-json '{...}'`` gives the config inline instead of a file (the pipeline passes each
 step only the config entries it depends on, so Snakemake reruns exactly what changed).
@@ -55,6 +56,7 @@ from . import (
     evaluate,
     fetch_weights,
     info,
+    plan,
     prepare_data,
     profile,
     sample,
@@ -77,6 +79,7 @@ COMMANDS: dict[str, ModuleType] = {
     "fetch-weights": fetch_weights,
     "info": info,
     "claims": claims,
+    "plan": plan,
 }
 # Errors a user can fix (a config, an input file, a dataset or weights to stage): one line, exit 1.
 USER_ERRORS = (ConfigError, DatasetUnavailable, FileNotFoundError, InputFileError, TrainingDiverged)
