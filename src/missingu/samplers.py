@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torchode
 from torch import Tensor
 from torchdiffeq import odeint
 from tqdm import tqdm
@@ -214,6 +213,8 @@ def _solve_per_sample(
     """``x(u_end)`` for ``dx/du = field(u, x)``, ``x(u_start) = x``, with torchode's adaptive
     ``method``: one step size per sample. ``field`` gets a ``(B,)`` float64 ``u`` and images."""
     shape = x.shape
+    import torchode  # imported when used: half a second every command would pay
+
     term = torchode.ODETerm(lambda u, y: field(u, y.reshape(shape)).flatten(1))
     controller = torchode.IntegralController(atol=atol, rtol=rtol, term=term).to(x.device)
     # time in float64 (torchode keeps the time and data dtypes apart); the data stay in x's dtype

@@ -10,7 +10,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 # SSIM settings of Wang et al. (2004): Gaussian window of 11 taps (torchmetrics and scikit-image both
 # derive it from sigma: 2 * int(3.5 sigma + 0.5) + 1 = 11), sigma 1.5, K1 0.01, K2 0.03.
@@ -83,6 +82,9 @@ def ssim(x: Tensor, y: Tensor, border: Literal["valid", "reflect"] = "valid") ->
     if border not in ("valid", "reflect"):
         raise ValueError(f"border must be 'valid' or 'reflect', got {border!r}")
     with torch.no_grad():
+        # imported here: torchmetrics takes 2.5 s to import, and every pipeline job imports this module
+        from torchmetrics.functional.image import structural_similarity_index_measure
+
         per_image, ssim_map = structural_similarity_index_measure(
             x, y, gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_WINDOW, data_range=1.0,
             k1=SSIM_K1, k2=SSIM_K2, reduction="none", return_full_image=True,
