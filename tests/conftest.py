@@ -38,3 +38,14 @@ def tiny_config_file(tmp_path: Path, tiny_config: dict) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config))
     return path
+
+
+# The two longest files first: pytest-xdist (--dist loadfile) hands files to its workers in
+# collection order, so the SLURM cluster's tests and the smoke run start at once, each on its own
+# worker, and the other files run beside them (alphabetically, the SLURM file came near the end).
+FIRST = ("test_slurm.py", "test_pipeline.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
