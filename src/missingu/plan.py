@@ -27,7 +27,7 @@ from typing import Any
 
 from . import bench, classifier, denoise, evaluate, profile, samplers, stepaware, train
 from .diffusion import Diffusion
-from .task import Work
+from .task import Work, image_values
 
 # Image values per second of training, on the CPU (2 cores) and on one GPU; see the module doc.
 THROUGHPUT = {"cpu": 5e4, "gpu": 1e7}
@@ -133,23 +133,23 @@ def processes(cfg: Any, rule: str, wildcards: dict[str, str]) -> int:
     return cfg.train_for(wildcards["model"]).gpus if rule == "train" else 1
 
 
-def runtime_minutes(cfg: Any, rule: str, wildcards: dict[str, str], gpu: bool) -> int:
+def runtime_minutes(cfg: Any, rule: str, wildcards: dict[str, str], gpu: bool, work: Work | None = None) -> int:
     """The SLURM ``runtime`` a job asks: MARGIN x its stated wall time, at least MIN_MINUTES, plus
-    MEASUREMENT_MINUTES per timed measurement."""
+    MEASUREMENT_MINUTES per timed measurement (``work``: the job's, when already known)."""
     if rule in FIXED_MINUTES:
         return FIXED_MINUTES[rule]
-    work = work_of(cfg, rule, wildcards)
+    work = work_of(cfg, rule, wildcards) if work is None else work
     seconds = stated_seconds(work, gpu) / processes(cfg, rule, wildcards)
     return max(MIN_MINUTES, int(MARGIN * seconds / 60) + 1) + MEASUREMENT_MINUTES * work.measurements
 
 
-def estimate_seconds(cfg: Any, rule: str, wildcards: dict[str, str], gpu: bool) -> float:
+def estimate_seconds(cfg: Any, rule: str, wildcards: dict[str, str], gpu: bool, work: Work | None = None) -> float:
     """A job's estimated device-seconds at the stated rates (over all its processes): its work at
     :data:`THROUGHPUT`, a timed measurement at MEASUREMENT_ESTIMATE_MINUTES, a data job at
-    :data:`PREPARE_BYTES_PER_S`, each after STARTUP_SECONDS."""
+    :data:`PREPARE_BYTES_PER_S`, each after STARTUP_SECONDS (``work``: the job's, when known)."""
     if rule == "prepare_data":
         return STARTUP_SECONDS + cfg.dataset(wildcards["dataset"]).train_bytes / PREPARE_BYTES_PER_S
-    work = work_of(cfg, rule, wildcards)
+    work = work_of(cfg, rule, wildcards) if work is None else work
     return STARTUP_SECONDS + stated_seconds(work, gpu) + 60 * MEASUREMENT_ESTIMATE_MINUTES * work.measurements
 
 
@@ -182,19 +182,21 @@ def jobs(cfg: Any, gpu: bool, rates: Rates | None = None) -> list[Job]:
     out = []
     for rule, wildcards in listed:
         work = work_of(cfg, rule, wildcards)
-        seconds = estimate_seconds(cfg, rule, wildcards, gpu)
+        seconds = estimate_seconds(cfg, rule, wildcards, gpu, work)
         source, peak = "stated", None
-        measured = _measured(cfg, rule, wildcards, rates) if rates is not None and gpu else None
+        measured = _measured(cfg, rule, wildcards, work, rates) if rates is not None and gpu else None
         if measured is not None:
             seconds, peak = measured
             source = f"measured ({rates.device})"
-        out.append(Job(rule, wildcards, seconds, runtime_minutes(cfg, rule, wildcards, gpu),
+        out.append(Job(rule, wildcards, seconds, runtime_minutes(cfg, rule, wildcards, gpu, work),
                        memory_mb(cfg, rule, wildcards, gpu), gpus(cfg, rule, wildcards, gpu), source, peak, work))
     return out
 
 
-def _measured(cfg: Any, rule: str, wildcards: dict[str, str], rates: Rates) -> tuple[float, float | None] | None:
-    """Device-seconds (and measured peak MiB) of a training or sampling job from ``rates``."""
+def _measured(
+    cfg: Any, rule: str, wildcards: dict[str, str], work: Work, rates: Rates
+) -> tuple[float, float | None] | None:
+    """Device-seconds (and measured peak MiB) of a training or sampling job (its ``work``) from ``rates``."""
     if rule not in ("train", "sample"):
         return None
     spec = cfg.model(wildcards["model"])
@@ -208,9 +210,8 @@ def _measured(cfg: Any, rule: str, wildcards: dict[str, str], rates: Rates) -> t
         return STARTUP_SECONDS + recipe.steps * recipe.batch_size / images_per_s, peak
     if key not in rates.call:
         return None
-    sampler = cfg.sampler(wildcards["sampler"])
-    calls = samplers.expected_calls(sampler, cfg.diffusion.timesteps) or samplers.ADAPTIVE_CALLS
-    return STARTUP_SECONDS + cfg.sample.num_samples * calls * rates.call[key], None
+    images_through_calls = work.forward_values / image_values(shape)  # samples x network calls (samplers.work)
+    return STARTUP_SECONDS + images_through_calls * rates.call[key], None
 
 
 def read_rates(paths: Iterable[str | Path], device: str | None = None) -> Rates | None:
