@@ -4,6 +4,7 @@ smoke config and its matrix."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,15 +44,23 @@ def planned_jobs(output: str) -> dict[str, int]:
     return table
 
 
+def dry_run_jobs(output: str) -> list[dict]:
+    """Every job a dry run lists: its ``rule``, ``wildcards`` and ``resources`` (name -> text)."""
+    jobs: list[dict] = []
+    for line in output.splitlines():
+        text = line.strip()
+        if line.startswith(("rule ", "localrule ")):
+            jobs.append({"rule": line.split()[1].rstrip(":"), "wildcards": {}, "resources": {}})
+        elif jobs and text.startswith("wildcards:"):
+            jobs[-1]["wildcards"] = dict(item.split("=", 1) for item in text.split(":", 1)[1].strip().split(", "))
+        elif jobs and text.startswith("resources:"):
+            jobs[-1]["resources"] = dict(re.findall(r"(\w+)=([^,\s]+)", text))
+    return jobs
+
+
 def planned_wildcards(output: str, rule: str) -> list[dict[str, str]]:
     """The wildcards of every job of ``rule`` a dry run lists."""
-    jobs, current = [], None
-    for line in output.splitlines():
-        if line.startswith("rule ") or line.startswith("localrule "):
-            current = line.split()[1].rstrip(":")
-        elif current == rule and line.strip().startswith("wildcards:"):
-            jobs.append(dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", ")))
-    return jobs
+    return [job["wildcards"] for job in dry_run_jobs(output) if job["rule"] == rule]
 
 
 def matrix(cfg: dict) -> tuple[set, set]:

@@ -5,7 +5,6 @@ stated throughput only for the device they were measured on."""
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
 import pytest
@@ -13,23 +12,16 @@ import pytest
 from missingu import plan
 from missingu.cli import main
 from missingu.experiment import load_experiment
-from pipeline_run import ROOT, planned_wildcards, snakemake
+from pipeline_run import ROOT, dry_run_jobs, planned_wildcards, snakemake
 
 SMOKE = ROOT / "config" / "smoke.yaml"
 
 
 def _dry_run_resources(output: str) -> dict[tuple[str, tuple], dict[str, int]]:
-    """(rule, wildcards) -> its runtime and mem_mb, for every job of a dry run."""
-    jobs, rule, wildcards = {}, None, ()
-    for line in output.splitlines():
-        if line.startswith(("rule ", "localrule ")):
-            rule, wildcards = line.split()[1].rstrip(":"), ()
-        elif line.strip().startswith("wildcards:"):
-            wildcards = tuple(sorted(tuple(item.split("=", 1)) for item in line.split(":", 1)[1].strip().split(", ")))
-        elif line.strip().startswith("resources:") and rule in plan.STAGES:
-            values = dict(re.findall(r"(\w+)=([^,\s]+)", line))
-            jobs[(rule, wildcards)] = {"runtime": int(values["runtime"]), "mem_mb": int(values["mem_mb"])}
-    return jobs
+    """(rule, wildcards) -> its runtime and mem_mb, for every compute job of a dry run."""
+    return {(job["rule"], tuple(sorted(job["wildcards"].items()))):
+            {"runtime": int(job["resources"]["runtime"]), "mem_mb": int(job["resources"]["mem_mb"])}
+            for job in dry_run_jobs(output) if job["rule"] in plan.STAGES}
 
 
 def test_plan_lists_the_jobs_snakemake_plans_with_their_resources(tmp_path):
