@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,6 @@ class Job:
     gpus: int
     source: str = "stated"
     peak_mib: float | None = None  # measured device memory of one training step, where known
-    work: Work = field(default_factory=Work)
 
     @property
     def stage(self) -> str:
@@ -189,7 +188,7 @@ def jobs(cfg: Any, gpu: bool, rates: Rates | None = None) -> list[Job]:
             seconds, peak = measured
             source = f"measured ({rates.device})"
         out.append(Job(rule, wildcards, seconds, runtime_minutes(cfg, rule, wildcards, gpu, work),
-                       memory_mb(cfg, rule, wildcards, gpu), gpus(cfg, rule, wildcards, gpu), source, peak, work))
+                       memory_mb(cfg, rule, wildcards, gpu), gpus(cfg, rule, wildcards, gpu), source, peak))
     return out
 
 
