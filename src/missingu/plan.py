@@ -20,6 +20,7 @@ checkpoints), at least 10 minutes.
 from __future__ import annotations
 
 import csv
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,14 @@ def read_rates(paths: Iterable[str | Path], device: str | None = None) -> Rates 
     return Rates(device or "", train_rows, {k: v[1] for k, v in call_rows.items()}, tuple(files))
 
 
+def uses_gpu(device: str) -> bool:
+    """Whether jobs of a config with this ``device`` run on GPUs: ``cuda``/``cuda:N``, or ``auto``
+    where ``nvidia-smi`` is found (decided without starting CUDA: where Snakemake plans, too)."""
+    if device == "auto":
+        return shutil.which("nvidia-smi") is not None
+    return device.startswith("cuda")
+
+
 def device_name() -> str | None:
     """This machine's CUDA device name, as the benchmark rows spell it; ``None`` without CUDA."""
     import torch
@@ -356,6 +365,6 @@ def write_plan(plan: Sequence[Job], path: str | Path) -> None:
 
 __all__ = [
     "FIXED_MINUTES", "MARGIN", "MEMORY", "THROUGHPUT", "Job", "Rates", "device_name", "format_plan", "gpus", "jobs",
-    "measured_files", "memory_mb", "read_rates", "runtime_minutes", "stated_seconds", "summary", "work_of",
+    "measured_files", "memory_mb", "uses_gpu", "read_rates", "runtime_minutes", "stated_seconds", "summary", "work_of",
     "write_plan",
 ]

@@ -2,23 +2,15 @@
 # the check of every job against the cluster's nodes before the first is submitted.
 
 import functools
-import shutil
 import subprocess
 
 import missingu.plan
 
 
-def _wants_gpu():
-    device = config.get("device", "auto")
-    if device == "auto":
-        return shutil.which("nvidia-smi") is not None
-    return device.startswith("cuda")
-
-
 # Rules that train or sample ask for one GPU when the config will use one; the default profile
 # caps `gpu` at 1, so two such jobs never share a GPU. On a CPU they ask for none and run side by side.
 # (SLURM partition and account are resources of the slurm workflow profile, not of the config.)
-GPU = 1 if _wants_gpu() else 0
+GPU = 1 if missingu.plan.uses_gpu(config.get("device", "auto")) else 0
 
 
 # Resources follow the experiment: memory grows with the dataset a job holds, GPU jobs add room for

@@ -17,7 +17,8 @@ log = logging.getLogger("missingu")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     options.config(p)
     p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
-                   help="plan for GPUs (default: as the config's device says; auto: whether this machine has CUDA)")
+                   help="plan for GPUs (default: as the config's device says; auto: whether nvidia-smi is found, "
+                        "as the pipeline decides)")
     p.add_argument("--devices", type=int, default=1, help="GPUs (or machines) the jobs share, for the wall time")
     p.add_argument("--bench", action="append", type=Path, metavar="CSV",
                    help="measured `missingu bench` CSV to take training and sampling rates from (repeatable; "
@@ -29,11 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _on_gpu(args: argparse.Namespace, device: str) -> bool:
-    if args.gpu is not None:
-        return args.gpu
-    if device == "auto":
-        return plan_.device_name() is not None
-    return device.startswith("cuda")
+    return args.gpu if args.gpu is not None else plan_.uses_gpu(device)
 
 
 def run(args: argparse.Namespace) -> None:
