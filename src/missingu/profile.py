@@ -40,6 +40,7 @@ from .measure import (
 )
 from .models import CUNetConfig, build_model, compatible
 from .samplers import SamplerSpec, expected_calls
+from .snapshot import load_snapshot
 from .task import Result, Work
 
 log = logging.getLogger(__name__)
@@ -273,8 +274,6 @@ def count_jobs(counts: Sequence[CountSpec]) -> list[ProfileJob]:
 def check_checkpoints(cfg: Any, checkpoints: dict[tuple[str, str], Path]) -> None:
     """Each ``--checkpoint DATASET/MODEL=PATH`` must be a snapshot of that model as configured,
     trained at that dataset's shape; otherwise ``InputFileError`` names the file and the mismatch."""
-    from .train import load_snapshot
-
     for (dataset, model), path in checkpoints.items():
         data, spec = cfg.dataset(dataset), cfg.model(model)
         meta = load_snapshot(path)["meta"]
@@ -335,8 +334,6 @@ def run_profile(
     rows already in the journal with the same key are reused, not measured again.
     ``on_row(rows_so_far)`` is called after each row."""
     from tqdm import tqdm
-
-    from .train import load_snapshot
 
     env = environment(device)
     keys = [job_key(job, cfg, env) for job in jobs]

@@ -34,19 +34,18 @@ from . import __version__, distributed
 from .config import ConfigError, derived_seed, in_range, positive, to_dict
 from .data import to_model_range
 from .diffusion import Diffusion
-from .io import InputFileError, atomic_open, load_torch, save_json, save_torch
+from .io import atomic_open, load_torch, save_json, save_torch
 from .models.ddpm import is_slimmable
+from .snapshot import EMA_FILE, save_snapshot
 from .speed import SpeedConfig, compile_module, optimizer, prepare_model, to_layout
 from .task import Work, image_values
 
 log = logging.getLogger(__name__)
 
 RESUME_FILE = "resume.pt"
-EMA_FILE = "ema.pt"
 LOSS_FILE = "loss.csv"
 SUPERSEDED_DIR = "superseded"
 LOSS_COLUMNS = ("step", "loss", "grad_norm", "lr", "seconds")
-SNAPSHOT_FORMAT = "missingu.ema/1"
 
 
 @dataclass(frozen=True)
@@ -137,8 +136,10 @@ def draw_batch(
 
 
 class BatchSource:
-    """The batches of :func:`draw_batch`, on ``device``; with ``on_device`` the images stay on the
-    device (indices and flips still drawn on the CPU from the step's generator: the same bits)."""
+    """The batches of :func:`draw_batch`, on ``device``. With ``on_device`` (``speed.data_on_device``)
+    the images are converted to the model range once, on the CPU, and kept on the device; each
+    step's indices and flips are still drawn on the CPU from the step's generator and the batch is
+    gathered on the device, so the values are the same to the bit and only the image copy is saved."""
 
     def __init__(self, images: Tensor, diffusion: Diffusion, batch_size: int, hflip: bool,
                  device: torch.device, on_device: bool = False):
@@ -275,12 +276,19 @@ def train(
 ) -> TrainResult:
     """Train ``model`` to denoise ``images`` (uint8, N x C x H x W) for ``config.steps`` steps.
 
-    Resumes from ``out_dir/resume.pt`` when its ``meta`` matches (``steps`` may grow); another
-    configuration's checkpoint is refused (a ``ConfigError`` naming the difference) or, with
-    ``on_config_change="restart"`` (the pipeline's), moved to ``out_dir/superseded/``. ``meta``
-    goes into every checkpoint, ``record`` to ``config.json``; ``hflip`` flips half the images;
-    ``on_step(step, loss)`` follows each optimizer step; ``speed``'s fast paths leave the result
-    unchanged up to float rounding (``data_on_device``: to the bit)."""
+    Resumes from ``out_dir/resume.pt`` when present and its ``meta`` matches (``train.steps``
+    may grow, ``train.checkpoint_every`` may change). A checkpoint of another configuration, or
+    one beyond ``config.steps``, is refused (``on_config_change="refuse"``, a ``ConfigError``
+    naming the difference) or moved to ``out_dir/superseded/`` and training starts from step 0
+    (``"restart"``: the pipeline's choice, since Snakemake reruns training exactly when the
+    configuration changed). ``meta`` (plain data: architecture, model and diffusion config,
+    dataset, the model's recipe) goes into every checkpoint; ``record`` (the resolved run config)
+    is written to ``config.json`` once the checkpoint, if any, is known to belong to this run.
+    ``hflip`` flips half the images left-right (for datasets where that is a valid augmentation).
+    ``on_step(step, loss)`` is called after each optimizer step. ``speed`` switches on fast paths
+    (channels_last, compile, fused AdamW, the attention kernel, images kept on the GPU) that leave
+    the result unchanged up to float rounding (``data_on_device``: to the bit).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -393,30 +401,6 @@ def train(
         save_snapshot(ema.model, meta, config.steps, snapshot)
         log.info("wrote %s (step %d)", snapshot, config.steps)
     return TrainResult(config.steps, loss_value, snapshot, start)
-
-
-def save_snapshot(model: nn.Module, meta: Mapping[str, Any], step: int, path: str | Path) -> None:
-    """Write the inference snapshot: weights plus the metadata needed to rebuild the model."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_torch(
-        {"format": SNAPSHOT_FORMAT, "step": step, "meta": dict(meta), "state_dict": state,
-         "version": __version__},
-        path,
-    )
-
-
-def load_snapshot(path: str | Path) -> dict[str, Any]:
-    """Read an inference snapshot written by :func:`save_snapshot`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (train first: `missingu train`)")
-    what = f"a missingu inference snapshot ({SNAPSHOT_FORMAT}: the {EMA_FILE} that `missingu train` writes)"
-    blob = load_torch(path, what=what)
-    if not isinstance(blob, dict) or blob.get("format") != SNAPSHOT_FORMAT:
-        hint = f"; it is a training resume state: give the {EMA_FILE} beside it" if (
-            isinstance(blob, dict) and "optimizer" in blob and "ema" in blob) else ""
-        raise InputFileError(f"{path} is not {what}{hint}")
-    return blob
 
 
 def work(config: TrainConfig, shape: tuple[int, int, int], model_config: Any = None) -> Work:

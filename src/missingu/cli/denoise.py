@@ -14,8 +14,8 @@ from ..denoise import Curve, Scorer
 from ..diffusion import Diffusion, DiffusionConfig
 from ..measure import environment
 from ..models import model_from_meta, preset_name
+from ..snapshot import load_snapshot
 from ..task import write_result
-from ..train import load_snapshot
 from ..weights import WeightsUnavailable
 from . import options
 

@@ -16,9 +16,9 @@ from ..io import save_grid, save_json, save_torch
 from ..models import model_from_meta
 from ..models.ddpm import is_slimmable
 from ..samplers import SIDECARS, SamplerSpec, sample
+from ..snapshot import load_snapshot
 from ..speed import FastDenoiser, SpeedConfig
 from ..strategies import StepAwareDenoiser, Strategy, output_shape, validate, visited_steps
-from ..train import load_snapshot
 from . import options
 
 HELP = "draw samples from a trained model"

@@ -16,8 +16,8 @@ from ..diffusion import Diffusion, DiffusionConfig
 from ..evaluate import QualityScorer
 from ..io import InputFileError, write_rows
 from ..models import model_from_meta
+from ..snapshot import load_snapshot
 from ..task import write_result
-from ..train import load_snapshot
 from . import options
 
 HELP = "step-aware sampling: baselines and an evolutionary search (DDSM)"
