@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+
+from slurm_cluster import shared_cluster, stop_shared, unavailable
 
 TINY = {
     "seed": 0,
@@ -49,3 +54,31 @@ FIRST = ("test_slurm.py", "test_pipeline.py")
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
+
+
+# One local SLURM cluster per test session (tests/slurm_cluster.py), shared by the pytest-xdist
+# workers: its folder is chosen here, in the controller, before the workers start (they inherit
+# the variable), the first worker that needs the cluster starts it, and the controller stops it.
+CLUSTER_FOLDER = "MISSINGU_TEST_CLUSTER"
+NODE_MEMORY_MB = 6000
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        os.environ[CLUSTER_FOLDER] = tempfile.mkdtemp(prefix="missingu-test-cluster-")
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and CLUSTER_FOLDER in os.environ:
+        folder = Path(os.environ.pop(CLUSTER_FOLDER))
+        stop_shared(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> dict:
+    """The session's local SLURM cluster (skips where one cannot run)."""
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(f"no local SLURM cluster: {reason}")
+    return shared_cluster(Path(os.environ[CLUSTER_FOLDER]), memory_mb=NODE_MEMORY_MB)

@@ -1,16 +1,23 @@
-"""The Snakemake pipeline end to end: one run of the smoke config (its outputs, notebooks, report,
-what an edit reruns, a changed config retraining from scratch)."""
+"""The Snakemake pipeline end to end: one run of the smoke config, through README's SLURM command
+where a local cluster can run and on this machine otherwise (its outputs, notebooks, report, what
+an edit reruns, a changed config retraining from scratch)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from missingu import plan
 from pipeline_run import (
     ROOT,
     STAGE_NOTEBOOKS,
@@ -21,14 +28,70 @@ from pipeline_run import (
     snakemake,
     write,
 )
+from slurm_cluster import unavailable
+
+
+@dataclass
+class SmokeRun:
+    """The smoke DAG, run once for this file: ``workdir`` its outputs, ``output`` Snakemake's log,
+    ``planned`` the jobs per rule its dry run listed, ``slurm`` whether it ran through SLURM."""
+
+    workdir: Path
+    output: str
+    planned: dict[str, int]
+    slurm: bool
+
+
+def _readme_slurm_command() -> list[str]:
+    """README's SLURM command for the smoke config, word for word."""
+    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    command = next(line for line in lines if line.startswith(
+        "snakemake --workflow-profile workflow/profiles/slurm --configfile config/smoke.yaml"))
+    return shlex.split(command)
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_dag(tmp_path_factory, request) -> SmokeRun:
+    """Where a local SLURM cluster can run (root, slurm-wlm: CI), README's SLURM command as written
+    (run from the checkout, its results in a temporary folder, squeue polled sooner); elsewhere
+    the same DAG here, on two cores. Every test of this file reads this one run."""
     workdir = tmp_path_factory.mktemp("smoke")
-    proc = snakemake(workdir, "--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"))
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return workdir
+    if unavailable() is None:
+        request.getfixturevalue("cluster")
+        command = _readme_slurm_command()
+        assert command[0] == "snakemake"
+        extra = ["-d", str(workdir), "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "3"]
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        dry = subprocess.run([sys.executable, "-m", *command, *extra, "-n"], cwd=ROOT, capture_output=True,
+                             text=True, env=env)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        proc = subprocess.run([sys.executable, "-m", *command, *extra], cwd=ROOT, capture_output=True, text=True,
+                              env=env, timeout=1200)
+    else:
+        dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"))
+        proc = snakemake(workdir, "--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-8000:]
+    return SmokeRun(workdir, out, planned_jobs(dry.stdout), slurm=unavailable() is None)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_dag: SmokeRun) -> Path:
+    return smoke_dag.workdir
+
+
+def test_readme_slurm_command_runs_every_rule(smoke_dag):
+    """README's SLURM command runs the whole smoke DAG: every rule that is not local goes through
+    sbatch, `bench` and `profile` (every core locally) included, each asking the CPUs it then uses."""
+    if not smoke_dag.slurm:
+        pytest.skip(f"ran without SLURM: {unavailable()}")
+    planned = {rule: n for rule, n in smoke_dag.planned.items() if rule in plan.STAGES}
+    assert {"bench", "profile", "stepaware"} <= set(planned)
+    submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/", smoke_dag.output)
+    per_rule = {rule: sum(1 for _, r in submitted if r == rule) for rule in {r for _, r in submitted}}
+    assert per_rule == planned, smoke_dag.output[-3000:]
+    assert "More processors requested than permitted" not in smoke_dag.output
+    assert (smoke_dag.workdir / "results/report.html").is_file()
 
 
 def test_end_to_end_outputs_exist(smoke_run):

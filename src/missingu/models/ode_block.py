@@ -25,7 +25,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
 
 from ..config import ConfigError, choose, positive
 from .layers import norm_layer, scale_shift
@@ -65,6 +64,9 @@ class SolverConfig:
         and ``dopri5`` use torchdiffeq."""
         if self.method in FIXED_STEP_SOLVERS and not self.adjoint:
             return fixed_step_solve(func, z0, self.method, grid or fixed_grid(self.steps))
+        # imported here: torchdiffeq imports scipy.integrate (a second of every command's start)
+        from torchdiffeq import odeint, odeint_adjoint
+
         if self.method in FIXED_STEP_SOLVERS:
             grid = torch.linspace(0.0, 1.0, self.steps + 1, device=z0.device)
             kwargs: dict = {"method": self.method}
