@@ -15,6 +15,9 @@ from .io import InputFileError, load_torch, save_torch
 
 EMA_FILE = "ema.pt"
 SNAPSHOT_FORMAT = "missingu.ema/1"
+# Model keys added after snapshots of this format were first written, per architecture, with the
+# value the network of a snapshot without them computed (the slimmable U-Net's DDSM options).
+ADDED_MODEL_KEYS = {"ddpm": {"init": "torch", "norm_groups": "scaled", "concat_slicing": "parts"}}
 
 
 def save_snapshot(model: nn.Module, meta: Mapping[str, Any], step: int, path: str | Path) -> None:
@@ -38,4 +41,7 @@ def load_snapshot(path: str | Path) -> dict[str, Any]:
         hint = f"; it is a training resume state: give the {EMA_FILE} beside it" if (
             isinstance(blob, dict) and "optimizer" in blob and "ema" in blob) else ""
         raise InputFileError(f"{path} is not {what}{hint}")
+    meta = blob.get("meta", {})
+    if isinstance(meta.get("model"), dict):  # an older snapshot: the keys it lacks, as it was computed
+        meta["model"] = {**ADDED_MODEL_KEYS.get(meta.get("arch"), {}), **meta["model"]}
     return blob

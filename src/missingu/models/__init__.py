@@ -62,14 +62,18 @@ ARCHITECTURES: dict[str, Architecture] = {
         DDPMUNetConfig,
         DDPMUNet,
         {
-            # the DDPM CIFAR-10 U-Net of the DDSM code, slimmable to 1.0 / 0.75 / 0.5 / 0.25
+            # the DDPM CIFAR-10 U-Net of the DDSM code, slimmable to 1.0 / 0.75 / 0.5 / 0.25, with its
+            # initialisation, GroupNorm groups and concatenation slicing
             "ddsm": {},
-            # embedded default: 16x16 digits on a CPU
+            # embedded default: 16x16 digits on a CPU; 4 groups cannot stay fixed at width 0.25 (2 channels),
+            # so groups keep their channels, and the rest stays this package's choice too
             "digits": {"ch": 8, "ch_mult": (1, 2, 2), "num_res_blocks": 1, "attention": ("none", "full", "none"),
-                       "dropout": 0.0, "groups": 4},
+                       "dropout": 0.0, "groups": 4, "init": "torch", "norm_groups": "scaled",
+                       "concat_slicing": "parts"},
             # unit tests
             "tiny": {"ch": 8, "ch_mult": (1, 2), "num_res_blocks": 1, "attention": ("none", "full"), "dropout": 0.0,
-                     "groups": 2, "widths": (1.0, 0.5)},
+                     "groups": 2, "widths": (1.0, 0.5), "init": "torch", "norm_groups": "scaled",
+                     "concat_slicing": "parts"},
         },
     ),
 }

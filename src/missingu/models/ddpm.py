@@ -11,11 +11,26 @@ the sinusoid of width ``ch`` -> Linear(4 ch) -> swish -> Linear(4 ch).
 
 **Slimmable** (DDSM, Yang et al. 2024; Yu et al. 2019): every layer holds the weights of the full
 network, and at width ``w`` (one of ``widths``) uses the first ``w`` fraction of each layer's
-output channels and the matching input channels (per part of a concatenation), so the networks
-of all widths share weights. GroupNorm keeps its channels per group (its groups scale with the
-width). The image channels, the sinusoid and the attention's single head are not slimmed. Set
-the width with ``model.width = w`` (or :func:`at_width`); at width 1.0 every layer computes
+output channels and the matching input channels (:mod:`.slim`), so the networks of all widths
+share weights. The image channels, the sinusoid and the attention's single head are not slimmed.
+Set the width with ``model.width = w`` (or :func:`at_width`); at width 1.0 every layer computes
 exactly what the plain layer does.
+
+Three options follow the official DDSM network (EnVision-Research/DDSM ``slimmable_model.py`` and
+``slimmable_ops.py``) by default, each with this package's earlier choice as an ablation:
+
+- ``init``: ``ddsm`` draws every conv and linear weight Xavier-uniform
+  (``U(-b, b)``, ``b = g sqrt(6 / (fan_in + fan_out))``, ``g = 1``) with zero biases, and
+  ``g = 1e-5`` for each residual block's output conv (``conv2``) and the final conv
+  (``conv_out``), so every residual branch and the output start near zero. The official
+  ``AttnBlock`` also sets ``g = 1e-5`` on its output projection, but the enclosing ``ResBlock``
+  re-initialises every conv inside it (the attention included) with ``g = 1`` afterwards, so the
+  official network runs with ``g = 1`` there, and so does ``ddsm`` here. ``torch``: PyTorch's
+  default initialisation (Kaiming-uniform with ``a = sqrt(5)``, uniform biases).
+- ``norm_groups``: ``fixed`` keeps ``groups`` GroupNorm groups at every width (DDSM); ``scaled``
+  keeps the full width's channels per group.
+- ``concat_slicing``: ``block`` uses the first ``w (a + b)`` input channels of a layer fed
+  ``cat(h, skip)`` (DDSM); ``parts`` the first ``w a`` and ``w b`` of each part.
 """
 
 from __future__ import annotations
@@ -30,14 +45,21 @@ from torch import Tensor, nn
 
 from ..config import ConfigError, choose, positive
 from .layers import SinusoidalEmbedding
+from .slim import SlimConv2d, SlimGroupNorm, SlimLinear, Width
 
 _ATTENTION = {"none": None, "full": "full"}
+_INIT = {"ddsm": "Xavier-uniform, zero biases, gain 1e-5 on residual and final outputs", "torch": "PyTorch defaults"}
+_NORM_GROUPS = {"fixed": "the same groups at every width", "scaled": "the full width's channels per group"}
+_CONCAT_SLICING = {"block": "first w (a + b) channels", "parts": "first w a and w b of each part"}
+#: gain of the Xavier draw of the layers that end a residual branch or the network (DDSM, pytorch-ddpm)
+OUTPUT_GAIN = 1e-5
 
 
 @dataclass(frozen=True)
 class DDPMUNetConfig:
     """Shape of the DDPM U-Net; ``attention`` has one entry (``none``/``full``) per level and
-    ``widths`` lists the slimmable widths, the first 1.0 (``[1.0]``: a plain network)."""
+    ``widths`` lists the slimmable widths, the first 1.0 (``[1.0]``: a plain network); ``init``,
+    ``norm_groups`` and ``concat_slicing`` as in the module docstring (defaults: DDSM's)."""
 
     ch: int = 128
     ch_mult: tuple[int, ...] = (1, 2, 2, 2)
@@ -46,8 +68,14 @@ class DDPMUNetConfig:
     dropout: float = 0.1
     groups: int = 32
     widths: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    init: str = "ddsm"
+    norm_groups: str = "fixed"
+    concat_slicing: str = "block"
 
     def __post_init__(self) -> None:
+        choose(_INIT, self.init, "initialisation", "init")
+        choose(_NORM_GROUPS, self.norm_groups, "GroupNorm group rule", "norm_groups")
+        choose(_CONCAT_SLICING, self.concat_slicing, "concatenation slicing", "concat_slicing")
         positive(self.ch, "ch")
         positive(self.num_res_blocks, "num_res_blocks")
         positive(self.groups, "groups")
@@ -65,88 +93,25 @@ class DDPMUNetConfig:
             raise ConfigError(f"widths: must start with 1.0 (the full network), got {list(self.widths)}")
         if any(not 0 < w <= 1 for w in self.widths) or len(set(self.widths)) != len(self.widths):
             raise ConfigError(f"widths: distinct fractions in (0, 1], got {list(self.widths)}")
-        for width in {self.ch * m for m in (1, *self.ch_mult)}:
+        for width in sorted({self.ch * m for m in (1, *self.ch_mult)}):
             if width % self.groups:
                 raise ConfigError(f"groups: {self.groups} does not divide channel width {width}")
-            per_group = width // self.groups
+            # the active channels must split into whole groups: G groups (fixed) or groups of C / G (scaled)
+            unit = self.groups if self.norm_groups == "fixed" else width // self.groups
             for w in self.widths:
                 active = width * w
-                if active != int(active) or int(active) % per_group:
+                if active != int(active) or int(active) % unit:
+                    rule = (f"norm_groups 'fixed' keeps {self.groups} groups at every width (use norm_groups: scaled "
+                            f"or fewer groups)" if self.norm_groups == "fixed"
+                            else f"norm_groups 'scaled' keeps groups of {unit} channels")
                     raise ConfigError(
-                        f"widths: {w} of {width} channels is {active}, not a whole number of GroupNorm groups of "
-                        f"{per_group} channels; use widths that give multiples of {per_group}"
+                        f"widths: {w} of {width} channels is {active}, not a whole number of GroupNorm groups; "
+                        f"{rule}; use widths that give multiples of {unit}"
                     )
 
     @property
     def downsamplings(self) -> int:
         return len(self.ch_mult) - 1
-
-
-class Width:
-    """The width every slimmable layer of one network reads (shared, mutable)."""
-
-    def __init__(self) -> None:
-        self.value = 1.0
-
-
-def _active(channels: int, width: float) -> int:
-    return int(channels * width)
-
-
-class SlimConv2d(nn.Conv2d):
-    """A conv that at width ``w`` uses its first ``w`` fraction of output channels and, of each
-    part ``in_parts`` of its (concatenated) input, the first ``w`` fraction."""
-
-    def __init__(self, in_parts: Sequence[int], out_channels: int, kernel_size: int, state: Width, *,
-                 stride: int = 1, padding: int = 0, slim_in: bool = True, slim_out: bool = True):
-        super().__init__(sum(in_parts), out_channels, kernel_size, stride=stride, padding=padding)
-        self.in_parts, self.state, self.slim_in, self.slim_out = tuple(in_parts), state, slim_in, slim_out
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.state.value
-        if w == 1.0:
-            return super().forward(x)
-        out = _active(self.out_channels, w) if self.slim_out else self.out_channels
-        weight = self.weight[:out]
-        if self.slim_in:
-            starts = [sum(self.in_parts[:i]) for i in range(len(self.in_parts))]
-            weight = torch.cat([weight[:, s:s + _active(n, w)] for s, n in zip(starts, self.in_parts)], dim=1)
-        return F.conv2d(x, weight, self.bias[:out], self.stride, self.padding)
-
-
-class SlimLinear(nn.Linear):
-    """A linear layer slimmed like :class:`SlimConv2d` (one input part)."""
-
-    def __init__(self, in_features: int, out_features: int, state: Width, *, slim_in: bool = True):
-        super().__init__(in_features, out_features)
-        self.state, self.slim_in = state, slim_in
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.state.value
-        if w == 1.0:
-            return super().forward(x)
-        out = _active(self.out_features, w)
-        inp = _active(self.in_features, w) if self.slim_in else self.in_features
-        return F.linear(x, self.weight[:out, :inp], self.bias[:out])
-
-
-class SlimGroupNorm(nn.GroupNorm):
-    """GroupNorm over the active channels of each part, with the full network's channels per group."""
-
-    def __init__(self, groups: int, parts: Sequence[int], state: Width):
-        super().__init__(groups, sum(parts))
-        self.parts, self.state = tuple(parts), state
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.state.value
-        if w == 1.0:
-            return super().forward(x)
-        starts = [sum(self.parts[:i]) for i in range(len(self.parts))]
-        index = [slice(s, s + _active(n, w)) for s, n in zip(starts, self.parts)]
-        weight = torch.cat([self.weight[i] for i in index])
-        bias = torch.cat([self.bias[i] for i in index])
-        per_group = self.num_channels // self.num_groups
-        return F.group_norm(x, weight.numel() // per_group, weight, bias, self.eps)
 
 
 class ResnetBlock(nn.Module):
@@ -196,7 +161,7 @@ class DDPMUNet(nn.Module):
         super().__init__()
         self.config, self.channels = config, channels
         c = config
-        state = self.state = Width()
+        state = self.state = Width(fixed_groups=c.norm_groups == "fixed", block_concat=c.concat_slicing == "block")
         temb = 4 * c.ch
         self.temb = nn.ModuleDict({
             "embed": SinusoidalEmbedding(c.ch),
@@ -239,6 +204,21 @@ class DDPMUNet(nn.Module):
             self.up.append(stage)
         self.norm_out = SlimGroupNorm(c.groups, [block_in], state)
         self.conv_out = SlimConv2d([block_in], channels, 3, state, padding=1, slim_out=False)
+        if c.init == "ddsm":
+            self._init_ddsm()
+
+    def _init_ddsm(self) -> None:
+        """DDSM's (pytorch-ddpm's) initialisation as its code runs: Xavier-uniform weights and zero
+        biases for every conv and linear, gain ``OUTPUT_GAIN`` on each residual block's ``conv2``
+        and on ``conv_out`` (the attention's ``proj_out`` keeps gain 1, see the module docstring)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, ResnetBlock):
+                nn.init.xavier_uniform_(module.conv2.weight, gain=OUTPUT_GAIN)
+        nn.init.xavier_uniform_(self.conv_out.weight, gain=OUTPUT_GAIN)
 
     @property
     def width(self) -> float:
@@ -285,4 +265,4 @@ def is_slimmable(model: nn.Module) -> bool:
     return isinstance(model, DDPMUNet) and len(model.config.widths) > 1
 
 
-__all__ = ["DDPMUNet", "DDPMUNetConfig", "at_width", "is_slimmable"]
+__all__ = ["DDPMUNet", "DDPMUNetConfig", "SlimConv2d", "SlimGroupNorm", "SlimLinear", "at_width", "is_slimmable"]
