@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import signal
@@ -209,3 +210,86 @@ def test_a_models_recipe_reaches_its_config_json_and_no_others(tmp_path, tiny_co
     assert (other["lr"], other["warmup_steps"], other["betas"]) == (1e-3, 0, [0.9, 0.99])
     rows = list(csv.DictReader(open(tmp_path / "cunet" / "loss.csv")))
     assert float(rows[-1]["lr"]) == pytest.approx(5e-4 / 3)  # step 1 of a 3-step warm-up
+
+
+def _slim(tiny_config: dict, dropout: float = 0.0):
+    """The slimmable DDPM U-Net (``tiny``: widths 1.0 and 0.5, so a sandwich of two passes)."""
+    tiny_config["models"].append({"name": "slim", "arch": "ddpm", "preset": "tiny", "options": {"dropout": dropout}})
+    return _setup(tiny_config, "slim")
+
+
+def test_sandwich_noise_shared_or_per_width(tmp_path, tiny_config, monkeypatch):
+    """The passes of a step share x0; ``per_width`` draws each narrower pass's t and noise afresh
+    (DDSM), ``shared`` reuses the full width's; the full width's pass is the same in both."""
+    calls = []
+
+    def record(self, model, x0, t, noise):
+        calls.append((model.width, x0.clone(), t.clone(), noise.clone()))
+        return Diffusion.loss.__wrapped__(self, model, x0, t, noise)
+
+    record.__wrapped__ = Diffusion.loss
+    monkeypatch.setattr(Diffusion, "loss", record)
+    seen = {}
+    for mode in ("shared", "per_width"):
+        calls.clear()
+        model, diffusion, images = _slim(copy.deepcopy(tiny_config))
+        train(model, diffusion, images, TrainConfig(steps=2, batch_size=4, sandwich_noise=mode), tmp_path / mode,
+              progress=False)
+        assert [c[0] for c in calls] == [1.0, 0.5, 1.0, 0.5]
+        seen[mode] = calls[:]
+    for mode, same in (("shared", True), ("per_width", False)):
+        for full, narrow in (seen[mode][0:2], seen[mode][2:4]):
+            assert torch.equal(full[1], narrow[1])  # one batch
+            assert torch.equal(full[2], narrow[2]) is same and torch.equal(full[3], narrow[3]) is same
+    for a, b in zip(seen["shared"][0::2], seen["per_width"][0::2]):
+        assert all(torch.equal(x, y) for x, y in zip(a[1:], b[1:]))
+    with pytest.raises(ConfigError, match=r"sandwich_noise: unknown sandwich noise 'fresh'; allowed: per_width, shared"):
+        TrainConfig(sandwich_noise="fresh")
+
+
+def test_per_width_noise_and_dropout_resume_exactly(tmp_path, tiny_config):
+    """Stopped at a checkpoint and continued, a slimmable run with dropout and per-width noise ends
+    with the unbroken run's weights: every draw is a function of (seed, step)."""
+    tcfg = TrainConfig(steps=2 * N, batch_size=4, checkpoint_every=N, sandwich_noise="per_width")
+    train(*_slim(copy.deepcopy(tiny_config), 0.1), tcfg, tmp_path / "whole", seed=5, progress=False)
+    half = TrainConfig(steps=N, batch_size=4, checkpoint_every=N, sandwich_noise="per_width")
+    train(*_slim(copy.deepcopy(tiny_config), 0.1), half, tmp_path / "parts", seed=5, progress=False)
+    out = train(*_slim(copy.deepcopy(tiny_config), 0.1), tcfg, tmp_path / "parts", seed=5, progress=False)
+    assert out.resumed_from == N
+    whole, parts = _state(tmp_path / "whole" / "resume.pt"), _state(tmp_path / "parts" / "resume.pt")
+    for key in ("model", "ema"):
+        assert all(torch.equal(t, parts[key][name]) for name, t in whole[key].items()), key
+
+
+@pytest.mark.parametrize("inject", ["loss", "grad", None])
+def test_a_non_finite_narrow_pass_is_never_applied_or_saved(tmp_path, tiny_config, inject):
+    """NaN at width 0.5 only, in the 4th step (checkpoints every 2): in the loss (a forward hook) or
+    only in the gradient (a hook on a weight's gradient). The step stops before the optimizer
+    applies it; resume.pt stays the step-2 file byte for byte, no ema.pt. Without injection the
+    same run finishes."""
+    model, diffusion, images = _slim(tiny_config)
+    armed, before = [], {}
+    nan = float("nan")
+    model.register_forward_hook(lambda m, args, out: out * nan if armed and inject == "loss" and m.width == 0.5
+                                else None)
+    weight = next(model.parameters())
+    weight.register_hook(lambda g: torch.full_like(g, nan) if armed and inject == "grad" and model.width == 0.5
+                         else None)
+
+    def arm(step, loss):
+        if step == 3:
+            armed.append(True)
+            before["bytes"] = (tmp_path / "resume.pt").read_bytes()
+
+    tcfg = TrainConfig(steps=6, batch_size=4, checkpoint_every=2, log_every=1)
+    if inject is None:
+        train(model, diffusion, images, tcfg, tmp_path, on_step=arm, progress=False)
+        assert (tmp_path / "ema.pt").exists() and _state(tmp_path / "resume.pt")["step"] == 6
+        return
+    what = {"loss": "training loss became nan", "grad": "the gradient norm became nan with a finite loss"}[inject]
+    with pytest.raises(TrainingDiverged, match=rf"^{what} at step 4 \(width 0.5\); stopped without applying or "
+                                               rf"saving the step \(the checkpoint of step 2 in .*resume.pt is intact\)"):
+        train(model, diffusion, images, tcfg, tmp_path, on_step=arm, progress=False)
+    assert (tmp_path / "resume.pt").read_bytes() == before["bytes"]
+    assert not (tmp_path / "ema.pt").exists()
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the step was not applied

@@ -2,8 +2,10 @@
 checkpoints, exact resume, progress bar and a CSV loss log.
 
 Randomness is a function of ``(seed, step)`` alone: step ``k`` draws its batch indices, flips,
-diffusion steps, noise (and a slimmable network's middle width, :func:`sandwich_widths`) from a
-generator seeded with ``seed`` and ``k``, so a resumed run continues exactly as an unbroken one.
+diffusion steps, noise (and a slimmable network's middle width, :func:`sandwich_widths`, and with
+``sandwich_noise: per_width`` each narrower pass's steps and noise) from a generator seeded with
+``seed`` and ``k``, and seeds dropout from it, so a resumed run continues exactly as an unbroken one.
+A step whose loss (at any width) or gradient is not finite is never applied (:mod:`.divergence`).
 
 Files in ``out_dir``: ``resume.pt`` (full state: model, EMA, optimizer, step, loss
 history), ``loss.csv`` (step, loss, grad_norm, lr, seconds), and at the end ``ema.pt``
@@ -31,9 +33,11 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import __version__, distributed
-from .config import ConfigError, derived_seed, in_range, positive, to_dict
+from .config import ConfigError, choose, derived_seed, in_range, positive, to_dict
 from .data import to_model_range
 from .diffusion import Diffusion
+from .divergence import StepGuard
+from .divergence import TrainingDiverged as TrainingDiverged  # re-exported: callers catch it here
 from .io import atomic_open, load_torch, save_json, save_torch
 from .models.ddpm import is_slimmable
 from .snapshot import EMA_FILE, save_snapshot
@@ -46,6 +50,7 @@ RESUME_FILE = "resume.pt"
 LOSS_FILE = "loss.csv"
 SUPERSEDED_DIR = "superseded"
 LOSS_COLUMNS = ("step", "loss", "grad_norm", "lr", "seconds")
+SANDWICH_NOISE = ("shared", "per_width")
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,9 @@ class TrainConfig:
     ``gpus`` > 1 trains data-parallel in that many processes (``torchrun``; on the CPU, gloo
     processes), each on its slice of the global ``batch_size``. ``warmup_steps`` W ramps the
     learning rate linearly (:func:`learning_rate`). A model entry's ``train`` keys override these
-    for that model (``ExperimentConfig.train_for``).
+    for that model (``ExperimentConfig.train_for``). A slimmable network's passes share one batch
+    ``x0``; ``sandwich_noise: shared`` gives them one ``(t, noise)`` too, ``per_width`` fresh ones for
+    each narrower pass (as DDSM's ``main.py``, whose trainer draws ``t`` and noise at each call).
     (Horizontal flips are a property of the dataset: ``datasets[].hflip``.)"""
 
     steps: int = 4000
@@ -69,8 +76,10 @@ class TrainConfig:
     amp: bool = True
     checkpoint_every: int = 500
     log_every: int = 25
+    sandwich_noise: str = "shared"
 
     def __post_init__(self) -> None:
+        choose(dict.fromkeys(SANDWICH_NOISE), self.sandwich_noise, "sandwich noise", "sandwich_noise")
         for key in ("steps", "batch_size", "gpus", "lr", "checkpoint_every", "log_every"):
             positive(getattr(self, key), key)
         if self.batch_size % self.gpus:
@@ -92,10 +101,6 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     if config.warmup_steps == 0:
         return config.lr
     return config.lr * min(step, config.warmup_steps) / config.warmup_steps
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and the last checkpoint."""
 
 
 class EMA:
@@ -162,6 +167,14 @@ class BatchSource:
             (flip,) = distributed.shard((flip,))
             x0 = torch.where(flip.to(self.device)[:, None, None, None], x0.flip(-1), x0)
         return x0, t.to(self.device), noise.to(self.device, non_blocking=True)
+
+    def redraw(self, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Fresh ``(t, noise)`` for the same batch (``sandwich_noise: per_width``): the global
+        batch's from ``g``, as :func:`draw_batch` draws them, this process's slice, on the device."""
+        t = self.diffusion.sample_timesteps(self.batch_size, g)
+        noise = torch.randn((self.batch_size, *self.images.shape[1:]), generator=g)
+        t, noise = distributed.shard((t, noise))
+        return t.to(self.device), noise.to(self.device, non_blocking=True)
 
 
 def sandwich_widths(model: nn.Module, g: torch.Generator) -> list[float | None]:
@@ -298,6 +311,7 @@ def train(
     diffusion = diffusion.to(device)
     speed = (speed or SpeedConfig()).on(device)
     model.to(device).train()
+    distributed.slice_dropout(model)  # one global batch's masks, sliced (the same for any process count)
     prepare_model(model, speed)
     ema = EMA(model, config.ema_decay)
     opt = optimizer(model, speed, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
@@ -345,33 +359,30 @@ def train(
         writer = csv.DictWriter(log_fh, fieldnames=LOSS_COLUMNS) if main else None
         for step in range(start, config.steps):
             g = step_generator(seed, step)
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # dropout etc.
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # dropout: the same on every rank
             x0, t, noise = batches(g)
-            x0, noise = to_layout(x0, speed), to_layout(noise, speed)
+            x0 = to_layout(x0, speed)
             opt.zero_grad(set_to_none=True)
             lr = learning_rate(config, step)
             for group in opt.param_groups:
                 group["lr"] = lr
-            for i, width in enumerate(sandwich_widths(model, g)):
+            widths = sandwich_widths(model, g)
+            guard = StepGuard(model, widths, check_grads=not scaler.is_enabled())  # fp16: the scaler skips
+            for i, width in enumerate(widths):
                 if width is not None:
                     model.width = width
+                if i > 0 and config.sandwich_noise == "per_width":
+                    t, noise = batches.redraw(g)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    loss = diffusion.loss(net, x0, t, noise)
-                if i == 0:  # the full network's loss is the one logged and checked
-                    loss_value = distributed.mean(loss)
-                    if not math.isfinite(loss_value):
-                        kept = (f"the checkpoint of step {last_saved} in {resume_path} is intact"
-                                if last_saved is not None else "no checkpoint had been written yet")
-                        raise TrainingDiverged(
-                            f"training loss became {loss_value} at step {step + 1}; stopped without saving "
-                            f"({kept}). Lower train.lr, keep train.grad_clip on, or check the data."
-                        )
+                    loss = diffusion.loss(net, x0, t, to_layout(noise, speed))
                 scaler.scale(loss).backward()
+                guard.passed(loss)
             if is_slimmable(model):
                 model.width = 1.0
             scaler.unscale_(opt)
             max_norm = config.grad_clip if config.grad_clip is not None else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
+            loss_value = guard.check(step + 1, grad_norm, last_saved, resume_path)[0]  # the full width's is logged
             scaler.step(opt)
             scaler.update()
             ema.update(model, step)
