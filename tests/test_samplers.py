@@ -19,6 +19,7 @@ import torch
 from torchdiffeq import odeint
 
 import missingu.samplers
+from missingu.config import build
 from missingu.diffusion import Diffusion, DiffusionConfig
 from missingu.samplers import SAMPLERS, SamplerSpec, ddim_timesteps, expected_calls, sample
 
@@ -207,3 +208,80 @@ def test_t_start_outside_the_chain_is_refused():
     d = Diffusion(DiffusionConfig(timesteps=50))
     with pytest.raises(missingu.samplers.ConfigError, match="t_start: 50 is not a diffusion step; allowed: 0 to 49"):
         SAMPLERS["ddpm"](gaussian_denoiser(d, 0, 1), d, torch.zeros(1, 1, 2, 2), noise=None, t_start=50)
+
+
+# The DDPM sampler's per-step variance: fixedsmall (posterior beta-tilde_t, the default) or fixedlarge
+# (beta_t, Ho et al. 2020 on CIFAR-10 and DDSM).
+
+
+@pytest.mark.parametrize(("s", "holds"), [(S, True), (S + 0.2, False)])
+def test_ddpm_fixedlarge_reproduces_gaussian(s, holds):
+    """beta_t exceeds beta-tilde_t only where ab_{t-1} differs from ab_t, over the last few of 1,000
+    steps, so the extra noise is small: the std missed by under 0.001 here (fixedsmall: 0.005; with
+    the v objective and the cosine schedule 0.0006 and 0.002). A denoiser for the wrong Gaussian
+    (negative control) still misses."""
+    mean, std, calls = _moments("ddpm", s=s, variance="fixedlarge")
+    assert calls == 1000
+    assert (abs(mean - MU) < TOL and abs(std - S) < TOL) == holds
+
+
+def _first_step(variance: str, t_start: int, noise) -> torch.Tensor:
+    """``x_{t_start - 1}``: the first update of a DDPM chain started at ``t_start``."""
+    d = Diffusion(DiffusionConfig(timesteps=50))
+    seen = []
+    x = torch.linspace(-1, 1, 4).reshape(1, 1, 2, 2)
+    SAMPLERS["ddpm"](gaussian_denoiser(d, MU, S), d, x, noise=noise, callback=seen.append, clip_denoised=False,
+                     variance=variance, t_start=t_start)
+    return seen[0]["x"]
+
+
+class _Ones:
+    """A noise stream of ones, so an update's noise term is its standard deviation itself."""
+
+    @staticmethod
+    def randn_like(x: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(x)
+
+
+@pytest.mark.parametrize("variance", ["fixedsmall", "fixedlarge"])
+def test_ddpm_step_noise_has_the_named_variance(variance):
+    """With a noise draw of ones the update minus its mean (the same chain without noise) is
+    sigma_t: sqrt(beta-tilde_t) for fixedsmall, sqrt(beta_t) for fixedlarge; at small t the two differ
+    by a factor over 1.4, so either answer for the other variance fails."""
+    d = Diffusion(DiffusionConfig(timesteps=50))
+    expected = {"fixedsmall": d.posterior_var, "fixedlarge": d.betas}[variance]
+    other = {"fixedsmall": d.betas, "fixedlarge": d.posterior_var}[variance]
+    for t in (1, 2, 25, 49):
+        sigma = _first_step(variance, t, _Ones()) - _first_step(variance, t, None)
+        assert torch.allclose(sigma, expected[t].sqrt().expand_as(sigma), rtol=1e-4), t
+    assert (other[1] / expected[1]).sqrt() > 1.4 or (expected[1] / other[1]).sqrt() > 1.4
+
+
+def test_fixedlarge_variance_follows_the_ddsm_sampler():
+    """beta_t at t >= 1; at t = 0 (where no noise is added) beta-tilde_1, as pytorch-ddpm's sampler
+    that DDSM runs sets its log-variance."""
+    d = Diffusion()
+    large, small = missingu.samplers.ddpm_variance(d, "fixedlarge"), missingu.samplers.ddpm_variance(d)
+    assert torch.equal(large[1:], d.betas[1:]) and large[0] == d.posterior_var[1]
+    assert torch.equal(small, d.posterior_var)
+    assert not torch.allclose(large[1:10], small[1:10])
+
+
+def test_variance_option_reaches_the_sampler_and_is_validated():
+    d = Diffusion(DiffusionConfig(timesteps=50))
+    spec = {v: SamplerSpec(name=v, kind="ddpm", variance=v) for v in ("fixedsmall", "fixedlarge")}
+    assert spec["fixedlarge"].options() == {"clip_denoised": True, "variance": "fixedlarge"}
+    assert SamplerSpec(name="x", kind="ddpm").variance == "fixedsmall"
+    out = {v: sample(gaussian_denoiser(d, MU, S), d, s, (1, 4, 4), range(2)).images for v, s in spec.items()}
+    assert not torch.allclose(out["fixedsmall"], out["fixedlarge"])
+    with pytest.raises(missingu.samplers.ConfigError,
+                       match="variance: unknown DDPM variance 'fixed'; allowed: fixedlarge, fixedsmall"):
+        SamplerSpec(name="x", kind="ddpm", variance="fixed")
+    with pytest.raises(missingu.samplers.ConfigError,
+                       match=r"samplers\[0\].variance: 'large' is not allowed; allowed: 'fixedsmall', 'fixedlarge'"):
+        build(SamplerSpec, {"name": "x", "kind": "ddpm", "variance": "large"}, "samplers[0]")
+    for kind in ("ddim", "pf_ode"):
+        with pytest.raises(missingu.samplers.ConfigError,
+                           match=f"samplers\\[0\\].variance: 'fixedlarge' applies to kind ddpm only \\(kind {kind}\\)"):
+            build(SamplerSpec, {"name": "x", "kind": kind, "variance": "fixedlarge"}, "samplers[0]")
+    assert build(SamplerSpec, {"name": "x", "kind": "ddim", "variance": "fixedsmall"}, "s").options()["steps"] == 50

@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 from tqdm import tqdm
 
 from .config import ConfigError, choose, entry_name, in_range, positive
@@ -75,6 +74,34 @@ def _start(t_start: int | None, timesteps: int) -> int:
     return t_start
 
 
+def _fixedsmall(d: Diffusion) -> Tensor:
+    return d.posterior_var
+
+
+def _fixedlarge(d: Diffusion) -> Tensor:
+    return torch.cat([d.posterior_var[1:2], d.betas[1:]]) if d.timesteps > 1 else d.posterior_var
+
+
+# The per-step variance sigma_t^2 of the ancestral update, by name (Ho et al. 2020, Sec. 3.2).
+DDPM_VARIANCES: dict[str, Callable[[Diffusion], Tensor]] = {"fixedsmall": _fixedsmall, "fixedlarge": _fixedlarge}
+
+
+def ddpm_variance(diffusion: Diffusion, variance: str = "fixedsmall") -> Tensor:
+    """``sigma_t^2``, one per step ``t = 0 .. T-1``, of the ancestral update ``x_{t-1} = mean + sigma_t z``.
+
+    ``fixedsmall``: the posterior variance ``beta-tilde_t = beta_t (1 - ab_{t-1}) / (1 - ab_t)`` of
+    ``q(x_{t-1} | x_t, x_0)``, exact when ``x_0`` is a point. ``fixedlarge``: ``beta_t``, exact when
+    ``x_0 ~ N(0, I)`` (Ho et al. 2020, Sec. 3.2), who sample CIFAR-10 with it; so does DDSM
+    (``--var_type=fixedlarge`` in EnVision-Research/DDSM ``config/slimmable_CIFAR10.txt`` and
+    ``eval/flagfile_eval.txt``). Its ``main.py`` builds the ``GaussianDiffusionSampler`` of
+    w86763777/pytorch-ddpm (``diffusion.py``, commit 7abb4c0358db4f3f2b0a4609a9d726185b815e65, read here;
+    DDSM's own copy was not in reach), whose ``fixedlarge`` log-variance is ``log([beta-tilde_1,
+    beta_1, .., beta_{T-1}])``: the entry of ``t = 0`` is ``beta-tilde_1``, followed here. The update at
+    ``t = 0`` adds no noise, so that entry never enters a sample. The two agree as ``t`` grows
+    (``ab_{t-1} -> ab_t``) and differ most over the last, least noisy steps."""
+    return choose(DDPM_VARIANCES, variance, "DDPM variance", "variance")(diffusion)
+
+
 def sample_ddpm(
     denoiser: Denoiser,
     diffusion: Diffusion,
@@ -84,17 +111,23 @@ def sample_ddpm(
     callback: Callback = None,
     progress: bool = False,
     clip_denoised: bool = True,
+    variance: str = "fixedsmall",
     t_start: int | None = None,
 ) -> Tensor:
-    """Ancestral sampling from step ``t_start`` (default T-1) to 0, Ho et al. 2020 Alg. 2 (variance =
-    posterior beta-tilde); ``noise=None`` takes the posterior mean at every step (no noise)."""
+    """Ancestral sampling from step ``t_start`` (default T-1) to 0, Ho et al. 2020 Alg. 2:
+    ``x_{t-1} = c0_t x0 + ct_t x_t + sigma_t z`` with the posterior mean's coefficients and
+    ``sigma_t^2`` per ``variance`` (:func:`ddpm_variance`), no noise at ``t = 0``; ``noise=None``
+    takes the mean at every step (no noise). ``clip_denoised`` clamps ``x0`` to ``[-1, 1]`` before
+    the mean (pytorch-ddpm's sampler, which DDSM runs, clamps it only after computing the mean, so
+    its mean is unclipped; ``clip_denoised: false`` is that)."""
     d = diffusion.to(x.device)
+    sigma = ddpm_variance(d, variance).sqrt()
     first = _start(t_start, d.timesteps)
     for i in tqdm(range(first, -1, -1), desc="ddpm", disable=not progress, leave=False):
         t = _steps(i, x)
         _, x0 = d.eps_x0(denoiser(x, t), x, t, clip=clip_denoised)
         mean = d.posterior_c0[i] * x0 + d.posterior_ct[i] * x
-        x = mean + d.posterior_var[i].sqrt() * noise.randn_like(x) if i > 0 and noise is not None else mean
+        x = mean + sigma[i] * noise.randn_like(x) if i > 0 and noise is not None else mean
         if callback is not None:
             callback({"step": first - i, "t": i, "x": x, "x0": x0})
     return x
@@ -196,6 +229,8 @@ def sample_pf_ode(
         return one_minus_ab.sqrt() * eps - one_minus_ab * x_u
 
     if method in FIXED_STEP_SOLVERS:
+        from torchdiffeq import odeint  # here: it imports scipy.integrate (a second of every command's start)
+
         grid = torch.linspace(u_start, u_end, steps + 1, device=x.device)
         x = odeint(field, x, grid, method=method)[-1]
     else:
@@ -237,7 +272,8 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 @dataclass(frozen=True)
 class SamplerSpec:
     """One sampler entry of a config. ``kind`` picks the algorithm; ``steps`` is the number of
-    DDIM steps or of fixed PF-ODE solver steps; ``method``/``rtol``/``atol`` set the PF-ODE solver."""
+    DDIM steps or of fixed PF-ODE solver steps; ``method``/``rtol``/``atol`` set the PF-ODE solver;
+    ``variance`` is the DDPM sampler's per-step variance (:func:`ddpm_variance`), DDPM only."""
 
     name: str
     kind: Literal["ddpm", "ddim", "pf_ode"]
@@ -247,6 +283,7 @@ class SamplerSpec:
     method: str = "dopri5"
     rtol: float = 1e-5
     atol: float = 1e-5
+    variance: Literal["fixedsmall", "fixedlarge"] = "fixedsmall"
 
     def __post_init__(self) -> None:
         entry_name(self.name)
@@ -256,11 +293,15 @@ class SamplerSpec:
         choose(SOLVERS, self.method, "ODE solver", "method")
         positive(self.rtol, "rtol")
         positive(self.atol, "atol")
+        choose(DDPM_VARIANCES, self.variance, "DDPM variance", "variance")
+        if self.kind != "ddpm" and self.variance != "fixedsmall":
+            raise ConfigError(f"variance: {self.variance!r} applies to kind ddpm only (kind {self.kind}); "
+                              f"allowed for kind {self.kind}: 'fixedsmall' (the default), or leave it out")
 
     def options(self) -> dict[str, Any]:
         """Keyword options of the sampler function for this kind."""
         if self.kind == "ddpm":
-            return {"clip_denoised": self.clip_denoised}
+            return {"clip_denoised": self.clip_denoised, "variance": self.variance}
         if self.kind == "ddim":
             return {"steps": self.steps, "eta": self.eta, "clip_denoised": self.clip_denoised}
         return {"method": self.method, "steps": self.steps, "rtol": self.rtol, "atol": self.atol}
@@ -348,6 +389,6 @@ def work(spec: SamplerSpec, timesteps: int, num_samples: int, shape: tuple[int, 
 
 
 __all__ = [
-    "SAMPLERS", "BatchNoise", "SampleNoise", "SampleOutput", "SamplerSpec", "ddim_timesteps", "expected_calls",
-    "sample", "sample_ddim", "sample_ddpm", "sample_pf_ode", "sampler_steps", "work",
+    "DDPM_VARIANCES", "SAMPLERS", "BatchNoise", "SampleNoise", "SampleOutput", "SamplerSpec", "ddim_timesteps",
+    "ddpm_variance", "expected_calls", "sample", "sample_ddim", "sample_ddpm", "sample_pf_ode", "sampler_steps", "work",
 ]

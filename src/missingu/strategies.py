@@ -6,6 +6,10 @@ a width of the slimmable model (a number: ``0.5``) or the name of another traine
 
     timesteps: 1000
     steps: [1.0, 1.0, ..., 0.5]      # steps[t]: the network of step t (t = 0: the last, least noisy)
+    source: where it comes from      # optional, free text (comments are fine too)
+
+Published strategies live in ``config/strategies/`` of the repository (DDSM's CIFAR-10 one:
+``ddsm_cifar10.yaml``); :func:`published` lists those that fit a model and a step count.
 
 :class:`StepAwareDenoiser` is a denoiser ``f(x_t, t)`` that calls the network of step ``t``, so the
 ordinary DDPM and DDIM samplers run a strategy unchanged (every sample of a batch is at the same
@@ -17,6 +21,7 @@ over the steps the sampler visits; its mean is per network call. Shared by ``mis
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +36,11 @@ from .io import InputFileError, atomic_open, save_yaml
 from .samplers import ddim_timesteps
 
 Choice = float | str
+# The keys of a strategy file.
+FILE_KEYS = ("timesteps", "steps", "source")
+# The published strategies: one file each (its name is the strategy's), in the repository's config.
+PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "config" / "strategies"
+log = logging.getLogger("missingu")
 
 
 def parse_choice(value: Any) -> Choice:
@@ -104,10 +114,41 @@ class Strategy:
             raise InputFileError(f"strategy {path}: cannot read it ({err})") from None
         if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
             raise InputFileError(f"strategy {path}: needs a 'steps' list (one network per diffusion step)")
+        unknown = sorted(set(data) - set(FILE_KEYS))
+        if unknown:
+            raise InputFileError(f"strategy {path}: unknown key {unknown[0]!r}; allowed: {', '.join(FILE_KEYS)}")
+        if not isinstance(data.get("source", ""), str):
+            raise InputFileError(f"strategy {path}: 'source' is free text, got {data['source']!r}")
         steps = tuple(parse_choice(v) for v in data["steps"])
         if "timesteps" in data and data["timesteps"] != len(steps):
             raise InputFileError(f"strategy {path}: says timesteps {data['timesteps']} but lists {len(steps)} steps")
         return cls(steps)
+
+
+def published(timesteps: int, choices: Sequence[Choice],
+              sources: str | Path | Sequence[str | Path] = PUBLISHED_DIR) -> dict[str, Strategy]:
+    """The published strategies (by file stem, in name order) a study of ``timesteps`` diffusion
+    steps over the networks ``choices`` (widths, model names) can run: those with one entry per
+    step whose every network is among ``choices`` (what :func:`validate` asks). ``sources``: strategy
+    files, or folders whose every ``*.yaml`` is one. DDSM's CIFAR-10 strategy (``ddsm_cifar10``)
+    fits 1,000 steps and widths 1 / 0.75 / 0.5 / 0.25. A missing folder (an installed package
+    without the repository) gives none, with a warning."""
+    files: list[Path] = []
+    for source in [sources] if isinstance(sources, (str, Path)) else sources:
+        source = Path(source)
+        if source.is_dir():
+            files += source.glob("*.yaml")
+        elif source.is_file():
+            files.append(source)
+        else:
+            log.warning("published strategies: %s does not exist; none are read from it", source)
+    allowed = {parse_choice(c) for c in choices}
+    found = {}
+    for path in sorted(files, key=lambda f: f.stem):
+        strategy = Strategy.load(path)
+        if len(strategy.steps) == timesteps and set(strategy.steps) <= allowed:
+            found[path.stem] = strategy
+    return found
 
 
 def validate(strategy: Strategy, timesteps: int, allowed: Sequence[Choice],

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid-size", type=int, default=64, help="images in the grid")
     p.add_argument("--strategy", type=Path,
                    help="step-aware strategy (YAML/JSON: a width of the checkpoint's slimmable model or a --mix model "
-                        "name per diffusion step); DDPM and DDIM samplers")
+                        "name per diffusion step; published ones in config/strategies/, e.g. DDSM's "
+                        "ddsm_cifar10.yaml for a ddsm model with 1000 steps); DDPM and DDIM samplers")
     p.add_argument("--mix", action="append", metavar="NAME=PATH", help="another model a --strategy names (repeatable)")
     p.add_argument("--num-samples", type=int)
     p.add_argument("--batch-size", type=int)
