@@ -3,11 +3,11 @@
 Strategies themselves (one network per step, saved as YAML or JSON, run by any DDPM/DDIM sampler
 through :class:`~missingu.strategies.StepAwareDenoiser`) are :mod:`missingu.strategies`'. The
 study evaluates baselines (each width of a slimmable model alone, each mixed-in model alone, a
-hand-made rule), searches, and evaluates random strategies at the searched one's FLOPs.
-
-:func:`search` finds strategies with pymoo: one gene per block of ``block`` consecutive visited
-steps; a genetic algorithm minimising ``quality + flops_weight x mean GFLOPs`` (the paper's
-single objective, with FID there), or NSGA-II minimising both and returning the Pareto front.
+hand-made rule), searches (:mod:`missingu.search`: one categorical gene per block of ``block``
+consecutive visited steps; a genetic algorithm, NSGA-II's Pareto front, or DDSM's own search),
+evaluates random strategies at the searched one's FLOPs, re-scores the final strategies on fresh
+seeds and, when ``importance`` is on, sweeps a smaller network over windows of steps
+(:mod:`missingu.importance`: which steps matter).
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from .config import ConfigError, choose, positive
+from .importance import ImportanceConfig, change_intervals, sweep
+from .search import OBJECTIVES, search
+from .stats import LEVEL
 from .strategies import (
     Choice,
     StepAwareDenoiser,
@@ -33,11 +36,10 @@ from .strategies import (
 )
 from .task import Result, Work, image_values
 
-OBJECTIVES = {"single": "single", "pareto": "pareto"}
 QUALITIES = {"classifier": "classifier", "fid": "fid"}
 # Files `missingu stepaware` writes beside its table (missingu.io.sidecars).
 SIDECARS = {"history": ".history.csv", "strategies": ".strategies.json", "strategy": ".strategy.yaml",
-            "features": ".features.pt", "record": ".json"}
+            "features": ".features.pt", "record": ".json", "importance": ".importance.csv"}
 # The first seed of the fresh samples the study's final strategies are re-evaluated on: disjoint
 # from the search's seeds (0 .. samples - 1), so the score reported is never the score that chose.
 FRESH_SEED = 1_000_000
@@ -49,11 +51,13 @@ class StepAwareConfig:
     study), ``mix`` other model entries a strategy may also use, ``sampler`` the DDPM/DDIM sampler
     entry, ``quality`` the measure (``classifier``: the classifier Frechet distance; ``fid``: FID,
     needs the Inception weights), ``samples`` images per evaluated strategy (in batches of
-    ``batch_size``), the search (``objective``, ``population``, ``generations``, ``block`` visited
-    steps per gene, ``flops_weight`` per mean GFLOPs), ``random_baselines`` random strategies at
-    the searched strategy's FLOPs, ``low_noise_fraction`` of the steps (the least noisy) that
-    the hand-made baseline gives the full width, and ``eval_samples`` fresh samples (``null``:
-    ``samples``) every final strategy is re-evaluated on after the search."""
+    ``batch_size``), the search (``objective``: ``single``, ``pareto`` or ``ddsm``, see
+    :mod:`missingu.search`; ``population``, ``generations``, ``block`` visited steps per gene,
+    ``flops_weight`` per mean GFLOPs, ``mutation`` the per-gene reset probability, ``null``:
+    min(0.5, 1 / genes)), ``random_baselines`` random strategies at the searched strategy's FLOPs,
+    ``low_noise_fraction`` of the steps (the least noisy) that the hand-made baseline gives the
+    full width, ``eval_samples`` fresh samples (``null``: ``samples``) every final strategy is
+    re-evaluated on after the search, and ``importance`` the step-importance sweep."""
 
     model: str = ""
     mix: tuple[str, ...] = ()
@@ -66,90 +70,34 @@ class StepAwareConfig:
     generations: int = 4
     block: int = 1
     flops_weight: float = 0.5
+    mutation: float | None = None
     random_baselines: int = 3
     low_noise_fraction: float = 0.3
     seed: int = 0
     eval_samples: int | None = None
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
 
-    def __post_init__(self) -> None:
-        choose(OBJECTIVES, self.objective, "objective", "stepaware.objective")
-        choose(QUALITIES, self.quality, "quality measure", "stepaware.quality")
+    def __post_init__(self) -> None:  # keys relative to the section: config.build prefixes it
+        choose(OBJECTIVES, self.objective, "objective", "objective")
+        choose(QUALITIES, self.quality, "quality measure", "quality")
         for key in ("samples", "batch_size", "population", "generations", "block", "random_baselines"):
-            positive(getattr(self, key), f"stepaware.{key}")
+            positive(getattr(self, key), key)
         if self.eval_samples is not None:
-            positive(self.eval_samples, "stepaware.eval_samples")
+            positive(self.eval_samples, "eval_samples")
         if self.flops_weight < 0:
-            raise ConfigError(f"stepaware.flops_weight: must be zero or positive, got {self.flops_weight}")
+            raise ConfigError(f"flops_weight: must be zero or positive, got {self.flops_weight}")
+        if self.mutation is not None and not 0 <= self.mutation <= 1:
+            raise ConfigError(f"mutation: a probability per gene, in [0, 1] (null: min(0.5, 1 / genes)), "
+                              f"got {self.mutation}")
         if not 0 < self.low_noise_fraction < 1:
-            raise ConfigError(f"stepaware.low_noise_fraction: must lie in (0, 1), got {self.low_noise_fraction}")
+            raise ConfigError(f"low_noise_fraction: must lie in (0, 1), got {self.low_noise_fraction}")
 
-
-@dataclass
-class SearchResult:
-    """The best genes (single objective) or the Pareto front (two objectives), with each
-    generation's best objective value(s) (``history``) and every evaluation."""
-
-    best: list[list[int]]
-    objectives: list[list[float]]
-    history: list[list[float]] = field(default_factory=list)
-    evaluations: int = 0
-
-
-def search(
-    genes: int,
-    options: int,
-    evaluate: Callable[[list[int]], tuple[float, float]],
-    *,
-    objective: str = "single",
-    flops_weight: float = 0.5,
-    population: int = 8,
-    generations: int = 4,
-    seed: int = 0,
-    initial: Sequence[Sequence[int]] = (),
-) -> SearchResult:
-    """Minimise over integer genes ``g`` (each in ``[0, options)``) with pymoo.
-
-    ``evaluate(g) -> (quality, mean_gflops)``, lower is better for both. ``single``: a genetic
-    algorithm on ``quality + flops_weight x mean_gflops``; ``pareto``: NSGA-II on both, returning
-    the non-dominated front. ``initial`` genes seed the first population (the rest is random)."""
-    import numpy as np
-    from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.algorithms.soo.nonconvex.ga import GA
-    from pymoo.core.problem import ElementwiseProblem
-    from pymoo.operators.crossover.sbx import SBX
-    from pymoo.operators.mutation.pm import PM
-    from pymoo.operators.repair.rounding import RoundingRepair
-    from pymoo.optimize import minimize
-
-    choose(OBJECTIVES, objective, "objective", "stepaware.objective")
-    cache: dict[tuple[int, ...], tuple[float, float]] = {}
-
-    def cached(g: list[int]) -> tuple[float, float]:
-        key = tuple(g)
-        if key not in cache:
-            cache[key] = evaluate(list(key))
-        return cache[key]
-
-    n_obj = 1 if objective == "single" else 2
-
-    class Problem(ElementwiseProblem):
-        def __init__(self) -> None:
-            super().__init__(n_var=genes, n_obj=n_obj, xl=0, xu=options - 1, vtype=int)
-
-        def _evaluate(self, x: Any, out: dict, *args: Any, **kwargs: Any) -> None:
-            quality, gflops = cached([int(v) for v in np.round(x)])
-            out["F"] = [quality + flops_weight * gflops] if n_obj == 1 else [quality, gflops]
-
-    rng = np.random.default_rng(seed)
-    first = np.array([list(g) for g in initial][:population] + [
-        list(rng.integers(0, options, genes)) for _ in range(max(0, population - len(initial)))])
-    operators = dict(sampling=first, crossover=SBX(prob=0.9, eta=3.0, vtype=float, repair=RoundingRepair()),
-                     mutation=PM(eta=3.0, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
-    algorithm = GA(pop_size=population, **operators) if n_obj == 1 else NSGA2(pop_size=population, **operators)
-    res = minimize(Problem(), algorithm, ("n_gen", generations), seed=seed, save_history=True, verbose=False)
-    history = [[float(v) for v in np.atleast_2d(h.opt.get("F")).min(axis=0)] for h in res.history]
-    best = np.atleast_2d(res.X).astype(int).tolist()
-    return SearchResult(best, np.atleast_2d(res.F).tolist(), history, len(cache))
+    def importance_networks(self, widths: Sequence[float]) -> list[Choice]:
+        """The networks the importance sweep puts in each window: ``importance.networks``, or
+        (``null``) every width of ``widths`` but the full one, then every ``mix`` model."""
+        if self.importance.networks is not None:
+            return list(self.importance.networks)
+        return [float(w) for w in widths if w != max(widths)] + list(self.mix)
 
 
 def genes_to_choices(genes: Sequence[int], choices: Sequence[Choice], visited: int, block: int) -> list[Choice]:
@@ -195,6 +143,19 @@ def hand_made(visited: Sequence[int], widths: Sequence[float], fraction: float, 
     return Strategy.from_visited(visited, [full if t in low else half for t in visited], timesteps)
 
 
+@dataclass
+class Study:
+    """What :func:`run_study` returns: the rows (one per evaluation, with the strategy itself under
+    ``"steps"``), the search history (best objective per generation), the networks, the fresh
+    evaluations' features by strategy, and the importance sweep's rows (empty when it is off)."""
+
+    rows: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    networks: dict[Choice, Network]
+    features: dict[str, Tensor]
+    importance: list[dict[str, Any]]
+
+
 def run_study(
     slimmable: nn.Module,
     others: Mapping[str, nn.Module],
@@ -204,22 +165,25 @@ def run_study(
     score: Callable[[Tensor], tuple[float, Tensor]],
     config: StepAwareConfig,
     *,
+    reference: Callable[[], Tensor | None] | None = None,
+    published: Mapping[str, Strategy] | None = None,
     device: torch.device | str = "cpu",
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[Choice, Network], dict[str, Tensor]]:
-    """Evaluate the baselines (each uniform width, each other model alone, the hand-made rule),
+) -> Study:
+    """Evaluate the baselines (each uniform width, each other model alone, the hand-made rule, each
+    ``published`` strategy, by name: DDSM's CIFAR-10 one, :func:`~missingu.strategies.published`),
     search (``config.objective``), then random strategies at the searched strategy's mean FLOPs;
-    then re-evaluate every one of them but the candidates on fresh seeds.
+    then re-evaluate every one of them but the candidates on fresh seeds; then, when
+    ``config.importance.enabled``, the importance sweep (:func:`importance_rows`).
 
     ``score(uint8 images) -> (quality, features)`` (lower is better). In the search phase every
     strategy draws the same ``config.samples`` seeds (0, 1, ...), so differences come from the
     networks, not the noise; those scores choose (``phase: search``). The chosen strategies and
     the baselines are then sampled again from ``eval_samples`` fresh seeds (from
     :data:`FRESH_SEED`, the same for every strategy: paired), and those scores are the ones a
-    verdict uses (``phase: fresh``; a selected score is biased towards the selection). Returns the
-    rows (one per evaluation, with the strategy itself under ``"steps"``), the search history (best
-    objective per generation), the networks and the fresh evaluations' features by strategy."""
+    verdict uses (``phase: fresh``; a selected score is biased towards the selection).
+    ``reference()``: the reference's features of the quality measure (for the sweep's intervals)."""
     import time
 
     import numpy as np
@@ -237,7 +201,8 @@ def run_study(
 
     features: dict[str, Tensor] = {}
 
-    def evaluate(strategy: Strategy, name: str, kind: str, fresh: bool = False) -> dict[str, Any]:
+    def evaluate(strategy: Strategy, name: str, kind: str, fresh: bool = False) -> tuple[dict[str, Any], Tensor]:
+        """Sample and score one strategy; its row joins the table unless it is the sweep's."""
         validate(strategy, diffusion.timesteps, choices, shapes)
         denoiser = StepAwareDenoiser(strategy, {c: n.call for c, n in networks.items()}, slimmable)
         count = (config.eval_samples or config.samples) if fresh else config.samples
@@ -250,8 +215,7 @@ def run_study(
         seconds = time.perf_counter() - t0
         slimmable.width = full
         quality, feats = score(torch.cat(images))
-        if fresh:  # Inception's 2048 dimensions kept as float16, as the evaluations keep them
-            features[name] = feats.half() if feats.shape[1] > 256 else feats
+        feats = feats.half() if feats.shape[1] > 256 else feats  # Inception's 2048 dimensions as float16
         total, mean = strategy_flops(strategy, {c: n.flops for c, n in networks.items()}, visited)
         used = [strategy.steps[t] for t in visited]
         row = {"strategy": name, "kind": kind, "phase": "fresh" if fresh else "search", "samples": len(seeds),
@@ -261,18 +225,23 @@ def run_study(
                "network_calls": len(visited),
                **{f"share_{label(c)}": used.count(c) / len(used) for c in choices},
                "steps": strategy.steps}
-        rows.append(row)
         log(f"stepaware {name}: quality {quality:.4g}, {mean / 1e9:.4g} GFLOPs per call "
             f"({row['saving']:.0%} saved), {seconds:.1f} s")
-        if on_row is not None:
-            on_row(rows)
-        return row
+        if kind != "importance":
+            if fresh:
+                features[name] = feats
+            rows.append(row)
+            if on_row is not None:
+                on_row(rows)
+        return row, feats
 
     for choice in choices:
         evaluate(Strategy.uniform(choice, diffusion.timesteps),
                  f"uniform {label(choice)}" if isinstance(choice, float) else f"{choice} alone", "baseline")
     rule = hand_made(visited, slimmable.config.widths, config.low_noise_fraction, diffusion.timesteps)
     evaluate(rule, "full width at low noise", "baseline")
+    for name, strategy in (published or {}).items():
+        evaluate(strategy, f"published {name}", "baseline")
 
     genes = gene_count(len(visited), config.block)
 
@@ -281,18 +250,18 @@ def run_study(
                                      diffusion.timesteps)
 
     def objective(g: list[int]) -> tuple[float, float]:
-        row = evaluate(strategy_of(g), f"candidate {len(rows)}", "candidate")
+        row, _ = evaluate(strategy_of(g), f"candidate {len(rows)}", "candidate")
         return row["quality"], row["mean_gflops"]
 
-    # the first generation starts from the baselines (each network alone, the hand-made rule), so
-    # the search ends at least as good as the best of them on its objective
-    seeded = [[i] * genes for i in range(len(choices))]
-    seeded.append([choices.index(rule.steps[visited[min(g * config.block, len(visited) - 1)]]) for g in range(genes)])
+    # the first generation starts from each network alone (every mode) and the hand-made rule (ours),
+    # so the search ends at least as good as the best of them on its objective
+    ruled = [choices.index(rule.steps[visited[min(g * config.block, len(visited) - 1)]]) for g in range(genes)]
     result = search(genes, len(choices), objective, objective=config.objective, flops_weight=config.flops_weight,
-                    population=config.population, generations=config.generations, seed=config.seed, initial=seeded)
+                    population=config.population, generations=config.generations, seed=config.seed,
+                    mutation=config.mutation, initial=[] if config.objective == "ddsm" else [ruled])
     found = []
     for i, g in enumerate(result.best):
-        name = "searched" if config.objective == "single" else f"pareto {i}"
+        name = f"pareto {i}" if config.objective == "pareto" else "searched"
         best = next(r for r in rows if r["kind"] == "candidate" and r["steps"] == strategy_of(g).steps)
         found.append({**best, "strategy": name, "kind": "search"})
     rows.extend(found)
@@ -316,7 +285,33 @@ def run_study(
     for row in [r for r in rows if r["kind"] in ("baseline", "search", "random")]:
         evaluate(Strategy(row["steps"]), row["strategy"], row["kind"], fresh=True)
     history = [{"generation": i, **{f"best_{j}": v for j, v in enumerate(h)}} for i, h in enumerate(result.history)]
-    return rows, history, networks, features
+    importance: list[dict[str, Any]] = []
+    if config.importance.enabled:
+        full_row = next(r for r in rows if r["strategy"] == f"uniform {label(full)}" and r["phase"] == "fresh")
+        cells = [(stub, *evaluate(strategy, f"{stub['network']} at steps {stub['t_low']}-{stub['t_high']}",
+                                  "importance", fresh=True))
+                 for stub, strategy in sweep(visited, config.importance.windows, full,
+                                             config.importance_networks(slimmable.config.widths), diffusion.timesteps)]
+        importance = importance_rows(cells, full_row, features[full_row["strategy"]],
+                                     None if reference is None else reference(), seed=config.seed, device=device)
+    return Study(rows, history, networks, features, importance)
+
+
+def importance_rows(cells: Sequence[tuple[dict[str, Any], dict[str, Any], Tensor]], full_row: Mapping[str, Any],
+                    full_features: Tensor, reference: Tensor | None, *, seed: int = 0,
+                    device: torch.device | str = "cpu") -> list[dict[str, Any]]:
+    """One row per (network, window) of the sweep: where it is, the quality on the fresh seeds,
+    the full width's on the same seeds, the ``change`` (the first minus the second: above 0,
+    the smaller network costs quality there) with its paired bootstrap interval
+    (``change_low``, ``change_high``; blank without ``reference`` features), and the cost.
+    ``cells``: (the sweep's row fields, the evaluation's row, its features)."""
+    changes = [row["quality"] - full_row["quality"] for _, row, _ in cells]
+    intervals = (change_intervals(reference, full_features, [f for _, _, f in cells], changes, seed=seed,
+                                  device=device) if reference is not None else [(None, None)] * len(cells))
+    return [{**stub, "quality": row["quality"], "full_quality": full_row["quality"], "change": change,
+             "change_low": low, "change_high": high, "level": LEVEL, "samples": row["samples"],
+             "mean_gflops": row["mean_gflops"], "saving": row["saving"], "seconds_per_image": row["seconds_per_image"]}
+            for (stub, row, _), change, (low, high) in zip(cells, changes, intervals)]
 
 
 def run(
@@ -329,42 +324,52 @@ def run(
     config: StepAwareConfig,
     *,
     quality_floor: float | None,
+    reference: Callable[[], Tensor | None] | None = None,
+    published: Mapping[str, Strategy] | None = None,
     device: torch.device | str = "cpu",
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> Result:
     """The study (:func:`run_study`) as a :class:`~missingu.task.Result`: rows = one per evaluation
     (without its per-step choices; ``quality_floor``, the real-vs-real value at ``samples``, beside
-    each), table ``history`` (the search's best objective per generation), files ``strategies``
-    (every strategy that is not a search candidate), ``strategy`` (the searched one) and
-    ``features`` (the fresh evaluations' features by strategy, for the verdicts' intervals; the
-    command adds the reference's), and the record (FLOPs per call of each network, evaluations, wall time).
-    ``on_row(rows so far)`` as each strategy is scored."""
+    each), tables ``history`` (the search's best objective per generation) and ``importance`` (the
+    sweep's rows; none when it is off), files ``strategies`` (every strategy that is not a search
+    candidate), ``strategy`` (the searched one) and ``features`` (the fresh evaluations' features by
+    strategy, for the verdicts' intervals; the command adds the reference's), and the record (FLOPs
+    per call of each network, evaluations, wall time). ``on_row(rows so far)`` as each strategy is scored."""
     import time
 
     def table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k != "steps"} | {"quality_floor": quality_floor} for r in rows]
 
     start = time.perf_counter()
-    rows, history, networks, features = run_study(
-        slimmable, others, diffusion, spec, shape, score, config, device=device,
-        on_row=None if on_row is None else (lambda so_far: on_row(table(so_far))), log=log)
+    study = run_study(slimmable, others, diffusion, spec, shape, score, config, reference=reference,
+                      published=published, device=device,
+                      on_row=None if on_row is None else (lambda so_far: on_row(table(so_far))), log=log)
+    rows = study.rows
     searched = next(r for r in rows if r["kind"] == "search" and r["phase"] == "fresh")
-    record = {"networks": {label(c): {"gflops_per_call": n.flops / 1e9} for c, n in networks.items()},
-              "seconds": time.perf_counter() - start, "evaluations": len(rows),
+    record = {"networks": {label(c): {"gflops_per_call": n.flops / 1e9} for c, n in study.networks.items()},
+              "seconds": time.perf_counter() - start, "evaluations": len(rows) + len(study.importance),
               "searched": {k: searched[k] for k in ("mean_gflops", "saving", "quality")}}
-    return Result(rows=table(rows), record=record, tables={"history": history}, files={
+    return Result(rows=table(rows), record=record, tables={"history": study.history, "importance": study.importance},
+                  files={
         "strategies": {r["strategy"]: Strategy(r["steps"]).to_data() for r in rows if r["kind"] != "candidate"},
         "strategy": Strategy(searched["steps"]).to_data(),
-        "features": {"strategies": features},
+        "features": {"strategies": study.features},
     })
 
 
 def work(config: StepAwareConfig, spec: Any, timesteps: int, networks: int, shape: tuple[int, int, int]) -> Work:
     """The study: every strategy it scores (each of ``networks`` alone, the hand-made rule, at most
     ``population x generations`` search candidates, the random baselines) draws ``samples`` images
-    through every network call of the sampler."""
+    through every network call of the sampler; the final ones (the baselines, the searched one,
+    the random ones) and, when on, the importance sweep's ``windows x`` its networks (``null``:
+    every network but the full width) draw ``eval_samples`` more."""
     calls = len(visited_steps(spec.kind, timesteps, spec.steps))
     strategies = networks + 1 + config.population * config.generations + config.random_baselines
-    finals = (networks + 2 + config.random_baselines) * (config.eval_samples or config.samples)
-    return Work(forward_values=float((strategies * config.samples + finals) * calls * image_values(shape)))
+    finals = networks + 2 + config.random_baselines
+    imp = config.importance
+    if imp.enabled:
+        finals += min(imp.windows, calls) * (networks - 1 if imp.networks is None else len(imp.networks))
+    fresh = finals * (config.eval_samples or config.samples)
+    return Work(forward_values=float((strategies * config.samples + fresh) * calls * image_values(shape)))

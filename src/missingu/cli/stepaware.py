@@ -1,4 +1,5 @@
-"""``missingu stepaware``: the step-aware study (DDSM) of a slimmable model: baselines, a search, random strategies."""
+"""``missingu stepaware``: the step-aware study (DDSM) of a slimmable model: baselines, a search, random
+strategies and, when ``stepaware.importance`` is on, which steps matter."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from ..evaluate import QualityScorer
 from ..io import InputFileError, write_rows
 from ..models import model_from_meta
 from ..snapshot import load_snapshot
+from ..strategies import PUBLISHED_DIR, published
 from ..task import write_result
 from . import options
 
-HELP = "step-aware sampling: baselines and an evolutionary search (DDSM)"
+HELP = "step-aware sampling: baselines, an evolutionary search and which steps matter (DDSM)"
 log = logging.getLogger("missingu")
 
 
@@ -32,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared train split")
     p.add_argument("--test", required=True, type=Path, help="prepared test split")
     p.add_argument("--out", required=True, type=Path, help="CSV, one row per evaluated strategy")
+    p.add_argument("--published", type=Path, action="append",
+                   help="a published strategy (YAML), or a folder of them, each evaluated as a baseline where its "
+                        f"steps and networks fit the study (repeatable; default: every file of {PUBLISHED_DIR})")
     options.sidecars(p, stepaware.SIDECARS)
     options.torch_home(p, "Inception (for stepaware.quality: fid)")
     options.device(p)
@@ -77,12 +82,17 @@ def run(args: argparse.Namespace) -> None:
     def score(images: torch.Tensor) -> tuple[float, torch.Tensor]:
         return scorer.quality_and_features(images, sa.quality)
 
-    log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search", sa.model, device, spec.name,
-             sa.samples, sa.objective)
+    log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search%s", sa.model, device,
+             spec.name, sa.samples, sa.objective, f", importance sweep over {sa.importance.windows} windows"
+             if sa.importance.enabled else "")
+    fitting = published(diffusion.timesteps, [*slim.config.widths, *models], args.published or PUBLISHED_DIR)
+    if fitting:
+        log.info("published strategies evaluated as baselines: %s", ", ".join(fitting))
     paths = {"rows": args.out, **options.sidecar_paths(args, stepaware.SIDECARS)}
     result = stepaware.run(slim, {n: m for n, (m, _) in models.items()}, diffusion, spec, shape, score, sa,
-                           quality_floor=record["quality_floor"], device=device,
-                           on_row=lambda rows: write_rows(rows, args.out), log=log.info)
+                           quality_floor=record["quality_floor"],
+                           reference=lambda: scorer.reference_features_of(sa.quality), published=fitting,
+                           device=device, on_row=lambda rows: write_rows(rows, args.out), log=log.info)
     result.files["features"]["reference"] = scorer.reference_features_of(sa.quality)
     searched = result.record.pop("searched")
     result.record.update(record, model=meta)

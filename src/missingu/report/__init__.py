@@ -46,16 +46,24 @@ from .efficiency import (
 )
 from .quality import QUALITY_METRICS, plot_quality, quality_claims, quality_table
 from .sample import plot_sample_grids, sampling_table
-from .stepaware import plot_stepaware_pareto, plot_strategy_heatmap, stepaware_claims, stepaware_table
+from .stepaware import (
+    importance_grid,
+    plot_importance_heatmap,
+    plot_stepaware_pareto,
+    plot_strategy_heatmap,
+    read_importance,
+    stepaware_claims,
+    stepaware_table,
+)
 from .train import plot_loss_curves, read_loss_curves, training_table
 
 __all__ = [
     "BETTER", "CLAIM_CHECKS", "CLAIM_COLUMNS", "CLAIM_KINDS", "DENOISE_METRICS", "MEASURES", "QUALITY_METRICS",
     "bench_table", "claim_frame", "claim_kind", "claims_table", "cost_verdict", "decide", "denoising_claims",
-    "denoising_table", "efficiency_table", "markdown", "merge_claims", "message_figure", "metric_note", "numeric",
-    "own_setting_counts", "plot_claims", "plot_denoising_curves", "plot_denoising_examples", "plot_loss_curves",
-    "plot_quality", "plot_sample_grids", "plot_stepaware_pareto", "plot_strategy_heatmap", "quality_claims",
-    "quality_table", "read_denoising", "read_loss_curves", "sampling_table", "save_figure", "setting_of",
-    "speed_claims", "status_row", "stepaware_claims", "stepaware_table", "training_table", "unet_cunet_pairs",
-    "write_table",
+    "denoising_table", "efficiency_table", "importance_grid", "markdown", "merge_claims", "message_figure",
+    "metric_note", "numeric", "own_setting_counts", "plot_claims", "plot_denoising_curves",
+    "plot_denoising_examples", "plot_importance_heatmap", "plot_loss_curves", "plot_quality", "plot_sample_grids",
+    "plot_stepaware_pareto", "plot_strategy_heatmap", "quality_claims", "quality_table", "read_denoising",
+    "read_importance", "read_loss_curves", "sampling_table", "save_figure", "setting_of", "speed_claims",
+    "status_row", "stepaware_claims", "stepaware_table", "training_table", "unet_cunet_pairs", "write_table",
 ]

@@ -1,5 +1,6 @@
 """The step-aware stage's report: the strategies table, which network serves each step, quality
-against cost, and the verdicts on the DDSM claims (``stepaware:`` in the claims file)."""
+against cost, which steps matter (the importance sweep's heatmap), and the verdicts on the DDSM
+claims (``stepaware:`` in the claims file)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,57 @@ def plot_stepaware_pareto(rows: pd.DataFrame, path: str | Path, title: str = "")
     ax.set_title(title or "step-aware strategies")
     ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+def read_importance(path: str | Path) -> pd.DataFrame:
+    """The importance sweep's table (``stepaware.importance.csv``); empty when the sweep was off
+    (the study then writes a file without rows)."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=["window", "t_low", "t_high", "network", "change"])
+
+
+def importance_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """The sweep as a grid: one row per network (in the table's order), one column per window
+    (window 0 holds the least noisy steps), the quality change against the full width in each cell."""
+    networks = list(dict.fromkeys(table["network"]))
+    return table.pivot(index="network", columns="window", values="change").reindex(networks).sort_index(axis=1)
+
+
+def plot_importance_heatmap(table: pd.DataFrame, path: str | Path, title: str = "") -> pd.DataFrame:
+    """Which steps matter: for each smaller network (rows) put in place of the full width over one
+    window of consecutive steps (columns, labelled by their first and last step ``t``), the change
+    in quality against the full width on the same seeds (colour: above 0, red, the smaller network
+    costs quality there; a dot where the interval of the change lies wholly above 0, a ring where
+    wholly below). Returns the grid plotted."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import TwoSlopeNorm
+
+    grid = importance_grid(table)
+    spans = table.drop_duplicates("window").set_index("window").sort_index()
+    values = grid.to_numpy(dtype=float)
+    bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
+    bound = bound if bound > 0 else 1.0
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * grid.shape[1] + 2), 0.5 * grid.shape[0] + 1.6))
+    image = ax.imshow(values, aspect="auto", cmap="RdBu_r", interpolation="nearest",
+                      norm=TwoSlopeNorm(0.0, -bound, bound))
+    for _, r in table.iterrows():
+        low, high = pd.to_numeric(pd.Series([r.get("change_low"), r.get("change_high")]), errors="coerce")
+        y, x = grid.index.get_loc(r["network"]), grid.columns.get_loc(r["window"])
+        if low > 0:
+            ax.plot(x, y, "o", c="k", ms=4)
+        elif high < 0:
+            ax.plot(x, y, "o", mfc="none", mec="k", ms=5)
+    ax.set_yticks(range(len(grid.index)), list(grid.index))
+    ax.set_xticks(range(len(grid.columns)), [f"{spans.loc[w, 't_low']}-{spans.loc[w, 't_high']}" for w in grid.columns],
+                  rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel("window of diffusion steps t (0: least noisy) served by the smaller network")
+    ax.set_title(title or "quality change against the full width")
+    fig.colorbar(image, ax=ax, label="quality change (lower is better)")
+    save_figure(fig, path)
+    return grid
 
 
 def _fresh(rows: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,94 @@
+"""Which steps matter: DDSM's step-importance experiment, part of the step-aware study.
+
+The full network serves every visited step but one window of consecutive ones, where a smaller
+network (a narrower width, or a mixed-in model such as the cU-Net) serves instead; the window
+slides over the trajectory, and each such strategy's quality is compared with the full width's on
+the same seeds. A window where the smaller network costs quality holds steps that matter; one
+where it costs nothing holds steps a cheaper network can take. :func:`sweep` makes the strategies,
+:func:`change_intervals` the paired bootstrap interval of each quality change; the study
+(:func:`missingu.stepaware.run_study`) samples and scores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import ConfigError, positive
+from .stats import LEVEL, RESAMPLES, fd_replicates, percentile_interval
+from .strategies import Choice, Strategy, label
+
+
+@dataclass(frozen=True)
+class ImportanceConfig:
+    """``stepaware.importance``: ``enabled`` (off by default; ``importance: null`` is off too),
+    ``windows`` consecutive windows the visited steps are cut into (as equal as possible; each
+    visited step in exactly one), ``networks`` the smaller networks put in each window (widths as
+    numbers, mixed-in models by name; ``null``: every width but the full one and every
+    ``stepaware.mix`` model). Cost: ``windows x networks`` strategies of ``eval_samples`` images."""
+
+    enabled: bool = False
+    windows: int = 10
+    networks: tuple[float | str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        positive(self.windows, "windows")
+        if self.networks is not None and not self.networks:
+            raise ConfigError("networks: empty; name at least one network, null for all, or set enabled: false")
+
+
+def windows_of(visited: Sequence[int], windows: int) -> list[list[int]]:
+    """The visited steps in increasing ``t`` (window 0 holds the least noisy) cut into ``windows``
+    runs of consecutive steps whose sizes differ by at most one (the first ``len % windows`` one
+    longer); every visited step lies in exactly one window."""
+    steps = sorted(visited)
+    if not 0 < windows <= len(steps):
+        raise ConfigError(f"stepaware.importance.windows: {windows} windows over {len(steps)} visited steps; "
+                          f"allowed: 1 to {len(steps)}")
+    size, extra = divmod(len(steps), windows)
+    out, start = [], 0
+    for i in range(windows):
+        end = start + size + (i < extra)
+        out.append(steps[start:end])
+        start = end
+    return out
+
+
+def sweep(visited: Sequence[int], windows: int, full: Choice, networks: Sequence[Choice],
+          timesteps: int) -> list[tuple[dict[str, Any], Strategy]]:
+    """One strategy per (network, window): ``network`` at the window's visited steps, ``full``
+    at every other, with the row fields naming it (``window``, its first and last step ``t_low``,
+    ``t_high``, its number of ``steps``, the ``network``'s label)."""
+    out = []
+    for network in networks:
+        for i, inside in enumerate(windows_of(visited, windows)):
+            chosen = set(inside)
+            strategy = Strategy.from_visited(visited, [network if t in chosen else full for t in visited], timesteps)
+            out.append(({"window": i, "t_low": inside[0], "t_high": inside[-1], "steps": len(inside),
+                         "network": label(network)}, strategy))
+    return out
+
+
+def change_intervals(reference: Tensor, full: Tensor, cells: Sequence[Tensor], estimates: Sequence[float], *,
+                     level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0,
+                     device: torch.device | str = "cpu") -> list[tuple[float, float]]:
+    """The paired bootstrap interval of ``FD(cell) - FD(full)`` for each cell: every cell and the
+    full width sampled from the same seeds, so replicate ``b`` resamples the same rows of all of
+    them (and the reference's rows with an index set of its own), as the verdicts' intervals do
+    (:func:`missingu.stats.fd_replicates`); ``estimates`` are the point values. Computed on
+    ``device`` in chunks of at most 1 GiB of resampled features."""
+    if not cells:
+        return []
+    n = min(len(full), *(len(c) for c in cells))
+    arms = [a[:n].to(device) for a in (full, *cells)]
+    chunk = max(1, min(50, 2**30 // (8 * reference.shape[1] * max(n, len(reference)))))
+    reps = fd_replicates(reference.to(device), arms, resamples=resamples, seed=seed, chunk=chunk)
+    out = []
+    for k, estimate in enumerate(estimates):
+        interval = percentile_interval(estimate, reps[k + 1] - reps[0], level, n)
+        out.append((interval.low, interval.high))
+    return out
