@@ -179,6 +179,30 @@ class ExperimentConfig:
             allowed = [s.name for s in self.samplers if s.kind in ("ddpm", "ddim")]
             raise ConfigError(f"stepaware.sampler: {sa.sampler!r} is not a DDPM or DDIM sampler entry; allowed: "
                               f"{', '.join(allowed) or '(none)'}")
+        self._check_stepaware_search(spec.resolve().widths, sampler)
+
+    def _check_stepaware_search(self, widths: Sequence[float], sampler: SamplerSpec) -> None:
+        """The ddsm search's first population holds every network alone; the importance sweep's
+        networks are narrower widths or mixed-in models, its windows at most the visited steps."""
+        from .strategies import visited_steps
+
+        sa = self.stepaware
+        networks = len(widths) + len(sa.mix)
+        if sa.objective == "ddsm" and sa.population < networks:
+            raise ConfigError(f"stepaware.population: {sa.population} is fewer than the {networks} networks; the "
+                              "ddsm search's first population holds every uniform strategy")
+        if not sa.importance.enabled:
+            return
+        allowed = [float(w) for w in widths if w != max(widths)] + list(sa.mix)
+        for network in sa.importance.networks or ():
+            if network not in allowed:
+                raise ConfigError(f"stepaware.importance.networks: {network!r} is neither a narrower width of "
+                                  f"{sa.model!r} nor a stepaware.mix model; allowed: "
+                                  f"{', '.join(map(str, allowed)) or '(none)'}")
+        visited = len(visited_steps(sampler.kind, self.diffusion.timesteps, sampler.steps))
+        if sa.importance.windows > visited:
+            raise ConfigError(f"stepaware.importance.windows: {sa.importance.windows} windows over the "
+                              f"{visited} steps {sa.sampler!r} visits; allowed: 1 to {visited}")
 
     def dataset(self, name: str | None = None) -> DatasetSpec:
         return _pick(self.datasets, name, "datasets")
