@@ -18,10 +18,10 @@ import time
 import torch
 from torchdiffeq import odeint
 
+from missingu.batches import BatchSource, step_generator
 from missingu.diffusion import Diffusion
 from missingu.models import ARCHITECTURES, build_model, ode_block
 from missingu.speed import FastDenoiser, SpeedConfig, compile_module, use_sdpa
-from missingu.train import BatchSource, step_generator
 
 
 def emit(check: str, **values) -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torchdiffeq import odeint
 
+from missingu.batches import BatchSource, draw_batch, step_generator
 from missingu.bench import BenchConfig, peak_flops, reference_unet
 from missingu.cli import main
 from missingu.config import ConfigError
@@ -18,7 +19,7 @@ from missingu.diffusion import Diffusion
 from missingu.models import ARCHITECTURES, UNetConfig, build_model
 from missingu.models.ode_block import EVALS_PER_STEP, fixed_grid, fixed_step_solve
 from missingu.speed import FastDenoiser, SpeedConfig, compile_module, use_sdpa
-from missingu.train import BatchSource, TrainConfig, draw_batch, step_generator, train
+from missingu.train import TrainConfig, train
 
 CPU = torch.device("cpu")
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from missingu.batches import sandwich_widths, step_generator
 from missingu.cli import main
 from missingu.config import ConfigError
 from missingu.diffusion import Diffusion, DiffusionConfig
@@ -23,7 +24,6 @@ from missingu.models.ddpm import DDPMUNetConfig, SlimConv2d, SlimGroupNorm, Slim
 from missingu.samplers import SamplerSpec, sample
 from missingu.search import search
 from missingu.strategies import StepAwareDenoiser, Strategy, strategy_flops, validate, visited_steps
-from missingu.train import sandwich_widths, step_generator
 
 
 def _slim(preset: str = "tiny", channels: int = 1, size: int = 8, **options) -> nn.Module:

@@ -17,11 +17,12 @@ import yaml
 
 from missingu.config import ConfigError
 from missingu.diffusion import Diffusion, DiffusionConfig
+from missingu.divergence import TrainingDiverged
 from missingu.experiment import parse_experiment
 from missingu.io import load_torch
 from missingu.models import model_from_spec
 from missingu.snapshot import load_snapshot
-from missingu.train import EMA, TrainConfig, TrainingDiverged, config_difference, learning_rate, train
+from missingu.train import EMA, TrainConfig, config_difference, learning_rate, train
 
 N = 4  # checkpoint interval; full runs take 2N steps
 

@@ -4,7 +4,7 @@ same settings, when installed), under each fast-path variant of ``missingu.speed
 
 Parts (each row written to the CSV as soon as it is measured):
 
-* ``train``: images/s of full training steps (batch from :class:`missingu.train.BatchSource` of
+* ``train``: images/s of full training steps (batch from :class:`missingu.batches.BatchSource` of
   random uint8 images, ``diffusion.loss``, backward, AdamW), the peak memory of those steps, and
   the model FLOPs utilisation ``MFU = F x images/s / P``: ``F`` the FLOPs of one image's forward and
   backward pass, counted by ``torch.utils.flop_counter`` (matmuls and convolutions, explicit
@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .batches import BatchSource, step_generator
 from .config import ConfigError, positive, to_dict
 from .diffusion import Diffusion
 from .measure import environment, format_shape, kernel_ops_per_call, sync, time_fn, train_flops_per_image
@@ -41,7 +42,6 @@ from .models import UNetConfig, compatible, model_from_spec
 from .samplers import SamplerSpec, sample
 from .speed import FastDenoiser, SpeedConfig, compile_module, optimizer, prepare_model, to_layout
 from .task import Result, Work
-from .train import BatchSource, step_generator
 
 log = logging.getLogger(__name__)
 

@@ -47,8 +47,8 @@ import torch
 from .. import __version__
 from ..config import ConfigError
 from ..data import DatasetUnavailable
+from ..divergence import TrainingDiverged
 from ..io import InputFileError
-from ..train import TrainingDiverged
 from . import (
     bench,
     claims,
