@@ -22,12 +22,18 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), *args]
 
 
+def command_env(path_first: Path | None = None) -> dict[str, str]:
+    """This environment with this Python's scripts first on ``PATH`` (the jobs' ``python`` and
+    ``snakemake``), after ``path_first`` if given (a folder searched for commands before the others)."""
+    first = [str(path_first)] if path_first else []
+    return {**os.environ, "PATH": os.pathsep.join([*first, str(Path(sys.executable).parent), os.environ["PATH"]])}
+
+
 def snakemake(workdir: Path, *args: str, path_first: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile with ``workdir`` as working directory (``path_first``: a
     folder searched for commands before the others)."""
-    first = [str(path_first)] if path_first else []
-    env = {**os.environ, "PATH": os.pathsep.join([*first, str(Path(sys.executable).parent), os.environ["PATH"]])}
-    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, env=env, **kwargs)
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True,
+                          env=command_env(path_first), **kwargs)
 
 
 def planned_jobs(output: str) -> dict[str, int]:

@@ -21,6 +21,7 @@ from missingu import plan
 from pipeline_run import (
     ROOT,
     STAGE_NOTEBOOKS,
+    command_env,
     matrix,
     model_entry,
     planned_jobs,
@@ -61,12 +62,11 @@ def smoke_dag(tmp_path_factory, request) -> SmokeRun:
         command = _readme_slurm_command()
         assert command[0] == "snakemake"
         extra = ["-d", str(workdir), "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "3"]
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         dry = subprocess.run([sys.executable, "-m", *command, *extra, "-n"], cwd=ROOT, capture_output=True,
-                             text=True, env=env)
+                             text=True, env=command_env())
         assert dry.returncode == 0, dry.stderr[-3000:]
         proc = subprocess.run([sys.executable, "-m", *command, *extra], cwd=ROOT, capture_output=True, text=True,
-                              env=env, timeout=1200)
+                              env=command_env(), timeout=1200)
     else:
         dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"))
         proc = snakemake(workdir, "--cores", "2", "--configfile", str(ROOT / "config/smoke.yaml"))

@@ -4,27 +4,21 @@ Debian's slurm-wlm and munge (.ci/run installs them)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
 import yaml
 
-from pipeline_run import ROOT, snakemake, snakemake_command
+from pipeline_run import ROOT, command_env, snakemake, snakemake_command
 
 SMOKE = ROOT / "config/smoke.yaml"
 # no sacct without accounting; poll squeue early and often so the test stays short
 SLURM = ("--workflow-profile", str(ROOT / "workflow/profiles/slurm"), "--slurm-status-command", "squeue",
          "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "3")
 SUBMITTED = r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/"
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
 
 
 def test_a_training_the_cluster_stops_resumes_to_the_weights_of_an_unbroken_run(cluster, tmp_path):
@@ -46,7 +40,7 @@ def test_a_training_the_cluster_stops_resumes_to_the_weights_of_an_unbroken_run(
     output = tmp_path / "snakemake.out"  # read while it runs: the training's SLURM job id
     with open(output, "w") as out_fh:
         run = subprocess.Popen(snakemake_command(work, *SLURM, trained, "--retries", "1", "--configfile", str(path)),
-                               stdout=out_fh, stderr=subprocess.STDOUT, text=True, env=_env())
+                               stdout=out_fh, stderr=subprocess.STDOUT, text=True, env=command_env())
     resume = work / "results/train/digits/unet/resume.pt"
     deadline = time.time() + 300
     training: list[str] = []

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,6 +17,7 @@ import yaml
 from pipeline_run import (
     CONFIGS,
     ROOT,
+    command_env,
     matrix,
     model_entry,
     planned_jobs,
@@ -153,7 +153,7 @@ def test_killed_run_resumes_from_checkpoint(tmp_path):
     cfg["train"].update(steps=400, checkpoint_every=5, log_every=5)
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = command_env()
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path),
            "results/train/digits/unet/ema.pt", "--cores", "1", "--configfile", str(path)]
     resume = tmp_path / "results/train/digits/unet/resume.pt"

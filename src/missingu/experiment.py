@@ -184,16 +184,14 @@ class ExperimentConfig:
     def _check_stepaware_search(self, widths: Sequence[float], sampler: SamplerSpec) -> None:
         """The ddsm search's first population holds every network alone; the importance sweep's
         networks are narrower widths or mixed-in models, its windows at most the visited steps."""
+        from .search import check_population
         from .strategies import visited_steps
 
         sa = self.stepaware
-        networks = len(widths) + len(sa.mix)
-        if sa.objective == "ddsm" and sa.population < networks:
-            raise ConfigError(f"stepaware.population: {sa.population} is fewer than the {networks} networks; the "
-                              "ddsm search's first population holds every uniform strategy")
+        check_population(sa.objective, len(widths) + len(sa.mix), sa.population)
         if not sa.importance.enabled:
             return
-        allowed = [float(w) for w in widths if w != max(widths)] + list(sa.mix)
+        allowed = sa.smaller_networks(widths)
         for network in sa.importance.networks or ():
             if network not in allowed:
                 raise ConfigError(f"stepaware.importance.networks: {network!r} is neither a narrower width of "

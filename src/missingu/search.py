@@ -103,10 +103,16 @@ def first_rows(objective: str, genes: int, options: int, population: int,
         return (uniform + [list(g) for g in initial])[:population]
     if initial:
         raise ValueError("the ddsm search's first population is DDSM's: uniform strategies and random ones")
-    if population < options:
+    check_population(objective, options, population)
+    return uniform
+
+
+def check_population(objective: str, options: int, population: int) -> None:
+    """The ``ddsm`` mode's first population holds every uniform strategy, one per network choice:
+    ``population`` must be at least ``options`` (as DDSM asserts); the other modes take any."""
+    if objective == "ddsm" and population < options:
         raise ConfigError(f"stepaware.population: {population} is fewer than the {options} networks; the ddsm "
                           "search's first population holds every uniform strategy")
-    return uniform
 
 
 def search(

@@ -92,12 +92,17 @@ class StepAwareConfig:
         if not 0 < self.low_noise_fraction < 1:
             raise ConfigError(f"low_noise_fraction: must lie in (0, 1), got {self.low_noise_fraction}")
 
+    def smaller_networks(self, widths: Sequence[float]) -> list[Choice]:
+        """Every network but the full width: each narrower width of ``widths``, then every ``mix``
+        model (what the importance sweep may put in a window, and puts there by default)."""
+        return [float(w) for w in widths if w != max(widths)] + list(self.mix)
+
     def importance_networks(self, widths: Sequence[float]) -> list[Choice]:
         """The networks the importance sweep puts in each window: ``importance.networks``, or
-        (``null``) every width of ``widths`` but the full one, then every ``mix`` model."""
+        (``null``) :meth:`smaller_networks`."""
         if self.importance.networks is not None:
             return list(self.importance.networks)
-        return [float(w) for w in widths if w != max(widths)] + list(self.mix)
+        return self.smaller_networks(widths)
 
 
 def genes_to_choices(genes: Sequence[int], choices: Sequence[Choice], visited: int, block: int) -> list[Choice]:
