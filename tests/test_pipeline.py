@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -122,6 +123,26 @@ def test_end_to_end_outputs_exist(smoke_run):
     assert len(table) == 1 + len(matrix(cfg)[1])
 
 
+def test_each_step_aware_study_has_its_files_rows_and_claim_rows(smoke_run):
+    """The smoke config's two studies (main, with the cU-Net mixed in; widths, without): each its
+    own files and figures, its rows in the table, and its own claim rows; the study that mixes a
+    model in stands in for the claims about the slimmable network alone."""
+    for study in ("main", "widths"):
+        for rel in (f"results/stepaware/digits/{study}.csv", f"results/stepaware/digits/{study}.json",
+                    f"results/figures/stepaware_heatmap_digits_{study}.png",
+                    f"results/figures/stepaware_pareto_digits_{study}.png"):
+            assert (smoke_run / rel).is_file(), rel
+    mixes = {study: json.loads((smoke_run / f"results/stepaware/digits/{study}.json").read_text())["settings"]["mix"]
+             for study in ("main", "widths")}
+    assert mixes == {"main": ["cunet"], "widths": []}
+    table = pd.read_csv(smoke_run / "results/tables/stepaware.csv")
+    assert set(table["study"]) == {"main", "widths"}
+    assert not table[table["study"] == "widths"]["strategy"].str.contains("cunet").any()
+    versus = pd.read_csv(smoke_run / "results/tables/stepaware_vs_claims.csv")
+    saving = versus[versus["claim_id"] == "ddsm_cifar10"].set_index("study")["setting"]
+    assert "mixes in cunet" in saving["main"] and "mixes in" not in saving["widths"]
+
+
 @pytest.mark.parametrize("name", STAGE_NOTEBOOKS)
 def test_executed_notebooks_have_no_error(smoke_run, name):
     nb = json.loads((smoke_run / f"results/notebooks/{name}.ipynb").read_text())
@@ -180,13 +201,14 @@ def _edit_evaluate(c):
 
 END = {"claims": 1, "report": 1, "all": 1}  # every stage's claims end in the one claims table
 NOTEBOOKS = {f"{name}_notebook": 1 for name in STAGE_NOTEBOOKS} | {"notebook_html": len(STAGE_NOTEBOOKS)}
-# the step-aware study (smoke: model slim, mix cunet, sampler ddim10) and its notebook
-STUDY = {"stepaware": 1, "stepaware_notebook": 1}
+# the step-aware studies (smoke: model slim, sampler ddim10; main mixes cunet in, widths does not) and
+# their notebook
+STUDY = {"stepaware": 2, "stepaware_notebook": 1}
 # the smoke matrix: unet with ddpm and ddim10, cunet with ddim10 and pf_ode, slim with ddim10
 EVERYTHING = {"train": 3, "sample": 5, "denoise": 3, "train_classifier": 1, "evaluate": 5, "profile": 1, "bench": 1,
-              "stepaware": 1, **NOTEBOOKS, **END}
+              "stepaware": 2, **NOTEBOOKS, **END}
 RERUN_SCOPE = [
-    ("model option", _edit_model,  # the cU-Net: also on offer in the step-aware study
+    ("model option", _edit_model,  # the cU-Net: also on offer in the main step-aware study, not in widths
      {"train": 1, "sample": 2, "denoise": 1, "evaluate": 2, "profile": 1, "bench": 1, "stepaware": 1, **NOTEBOOKS,
       **END}),
     ("model recipe", lambda c: model_entry(c, "unet").update(train={"lr": 5e-4}),  # that model's training alone
@@ -199,8 +221,10 @@ RERUN_SCOPE = [
      {"profile": 1, "efficiency_notebook": 1, "notebook_html": 1, **END}),
     ("bench", lambda c: c.update(bench={"rounds": 3}),
      {"bench": 1, "efficiency_notebook": 1, "notebook_html": 1, **END}),
-    ("stepaware", lambda c: c["stepaware"].update(generations=3),
+    ("stepaware", lambda c: c["stepaware"].update(generations=3),  # the section's keys: every study's
      {**STUDY, "notebook_html": 1, **END}),
+    ("one study", lambda c: c["stepaware"]["studies"]["widths"].update(generations=3),  # that study alone
+     {"stepaware": 1, "stepaware_notebook": 1, "notebook_html": 1, **END}),
     ("denoise", _edit_denoise,
      {"denoise": 3, "denoise_notebook": 1, "notebook_html": 1, **END}),
     ("evaluate", _edit_evaluate,  # the classifier is the study's quality measure too

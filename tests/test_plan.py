@@ -105,3 +105,16 @@ def test_plan_command_writes_every_job(tmp_path, capsys):
     assert len(rows) == len(plan.jobs(load_experiment(SMOKE), gpu=False))
     text = capsys.readouterr().out
     assert "CPU-hours" in text and "train             digits/slim" in text
+
+
+def test_readme_quotes_the_paper_plan():
+    """README's table of what paper.yaml costs on the H100 is what `missingu plan` says with the
+    committed H100 benchmarks: its job count, GPU-hours and wall time on 8 GPUs."""
+    measured = ROOT / "results/measured/h100"
+    rates = plan.read_rates([measured / "bench_train.csv", measured / "bench_inference.csv"])
+    jobs = plan.jobs(load_experiment(ROOT / "config/paper.yaml"), gpu=True, rates=rates)
+    one, eight = plan.summary(jobs), plan.summary(jobs, devices=8)
+    readme = (ROOT / "README.md").read_text()
+    assert f"| `paper.yaml` on one H100 | {len(jobs)} | {one['total_hours']:.1f} GPU-hours" in readme
+    assert f"about {one['wall_hours']:.0f} h |" in readme
+    assert f"| `paper.yaml` on 8 H100s | {len(jobs)} | the same | about {eight['wall_hours']:.0f} h" in readme

@@ -119,7 +119,7 @@ def test_speed_claims_pair_eager_and_each_models_fastest():
     assert fastest["device"] == "GPU X"
 
 
-def _study(searched_fd: float, random_fd: float, saving: float = 0.3, samples: int = 200):
+def _study(searched_fd: float, random_fd: float, saving: float = 0.3, samples: int = 200, study: str = "main"):
     """A study's fresh-seed rows and features: the full width (true FD 10), the searched strategy and
     one random strategy (true FDs given), Gaussian features of 16 dimensions."""
     import math
@@ -135,9 +135,9 @@ def _study(searched_fd: float, random_fd: float, saving: float = 0.3, samples: i
     for name, kind, fd, save, share in (("uniform w1", "baseline", 10, 0.0, 0.0), ("searched", "search", searched_fd,
                                          saving, 0.2), ("random 0", "random", random_fd, saving, 0.2)):
         for phase in ("search", "fresh"):
-            rows.append({"dataset": "digits", "strategy": name, "kind": kind, "phase": phase, "samples": samples,
-                         "quality": fd, "saving": save, "share_cunet": share, "share_w1": 1 - share})
-    return pd.DataFrame(rows), {"digits": {"reference": reference, "strategies": strategies}}
+            rows.append({"dataset": "digits", "study": study, "strategy": name, "kind": kind, "phase": phase,
+                         "samples": samples, "quality": fd, "saving": save, "share_cunet": share, "share_w1": 1 - share})
+    return pd.DataFrame(rows), {("digits", study): {"reference": reference, "strategies": strategies}}
 
 
 def test_stepaware_claims_follow_the_fresh_evaluations():
@@ -151,8 +151,9 @@ def test_stepaware_claims_follow_the_fresh_evaluations():
         {"id": "ddim", "source": "s", "claim": "c", "stepaware": "ddim"},
         {"id": "widths", "source": "s", "claim": "c", "stepaware": "widths", "widths": [0.5], "claimed_ratios": [0.25]},
     ]}
-    record = {"digits": {"sampler": {"kind": "ddpm"}, "device": "cpu", "quality": "classifier Frechet distance",
-                         "networks": {"w1": {"gflops_per_call": 2.0}, "w0.5": {"gflops_per_call": 0.5}}}}
+    one = {"sampler": {"kind": "ddpm"}, "device": "cpu", "quality": "classifier Frechet distance",
+           "model": {"model_name": "slim"}, "networks": {"w1": {"gflops_per_call": 2.0}, "w0.5": {"gflops_per_call": 0.5}}}
+    record = {("digits", "main"): one}
     rows, features = _study(searched_fd=10, random_fd=30)
     good = stepaware_claims(rows, record, claims, features).set_index("claim_id")["verdict"]
     assert good["random"] == "reproduced"  # far better than the random strategy, on fresh seeds
@@ -169,3 +170,15 @@ def test_stepaware_claims_follow_the_fresh_evaluations():
     search_only = stepaware_claims(rows[rows["phase"] == "search"], record, claims, features)
     assert search_only.set_index("claim_id").loc["random", "verdict"].startswith("not measured yet")
     assert stepaware_claims(pd.DataFrame(), record, claims)["verdict"].str.startswith("not measured yet").all()
+
+    # two studies of one network: one row per study and claim, the widths once; the study that mixes
+    # a model in stands in for the claims about the slimmable network alone
+    mixed_rows, mixed_features = _study(searched_fd=10, random_fd=30, study="mixed")
+    two = stepaware_claims(pd.concat([rows, mixed_rows], ignore_index=True),
+                           {**record, ("digits", "mixed"): {**one, "settings": {"mix": ["cunet"]}}}, claims,
+                           {**features, **mixed_features}).set_index(["claim_id", "study"])
+    assert len(two.loc["widths"]) == 1 and len(two.loc["saving"]) == 2
+    assert two.loc[("saving", "main"), "setting"] == "own"
+    assert two.loc[("saving", "mixed"), "setting"] == "stand-in: mixes in cunet (claim: the slimmable network alone)"
+    assert two.loc[("mix", "mixed"), "setting"] == "own"  # the claim is about mixing
+    assert two.loc[("saving", "mixed"), "verdict"] == good["saving"]

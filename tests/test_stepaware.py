@@ -445,6 +445,31 @@ def test_stepaware_config_names_a_slimmable_model_and_a_ddpm_or_ddim_sampler(tin
             parse_experiment(bad)
 
 
+def test_named_studies_are_the_section_with_their_own_keys_on_top(tiny_config):
+    cfg = _stepaware_config(tiny_config)
+    cfg["stepaware"].update(name="widths", mix=[], studies={"mixed": {"mix": ["unet"], "population": 5}})
+    exp = parse_experiment(cfg)
+    widths, mixed = exp.stepaware.each()
+    assert (widths.name, widths.mix, mixed.name, mixed.mix, mixed.population) == ("widths", (), "mixed", ("unet",), 5)
+    assert mixed.generations == widths.generations == 2 and widths.studies == mixed.studies == {}
+    assert exp.study("mixed") == mixed and exp.study(None).name == "widths"
+    assert exp.stepaware_runs() == [("digits", "widths"), ("digits", "mixed")]
+    with pytest.raises(ConfigError, match="stepaware study 'other' is not in the config; allowed: widths, mixed"):
+        exp.study("other")
+    for studies, name, message in (
+            ({"mixed": {"mix": ["nope"]}}, "widths", "stepaware.studies.mixed.mix: 'nope' is not another model entry"),
+            ({"mixed": {"popul": 3}}, "widths", "stepaware.studies.mixed.popul: unknown key"),
+            ({"mixed": {"name": "x"}}, "widths", "stepaware.studies.mixed.name: not allowed in a study"),
+            ({"mixed": {"mix": ["unet"], "objective": "ddsm", "population": 2}}, "widths",
+             "stepaware.studies.mixed.population: 2 is fewer than the 3 networks"),
+            ({"widths": {}}, "widths", "stepaware.studies.widths: the name of this section's own study"),
+            ({}, "a/b", r"stepaware.name: study name 'a/b' must be letters, digits, '_' or '-'")):
+        bad = copy.deepcopy(cfg)
+        bad["stepaware"].update(studies=studies, name=name)
+        with pytest.raises(ConfigError, match=message):
+            parse_experiment(bad)
+
+
 def test_stepaware_command_end_to_end(tmp_path, tiny_config, capsys):
     import yaml
 

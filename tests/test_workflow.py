@@ -52,9 +52,11 @@ def test_dry_run_of_every_config(tmp_path, config):
     stats = planned_jobs(proc.stdout)
     assert stats["train"] == len(runs) and stats["sample"] == len(drawn)
     if config.name == "paper.yaml":  # the papers' matrix, not every model on every dataset
-        assert len(runs) == 10 and len(drawn) == 10
+        assert len(runs) == 11 and len(drawn) == 11
         assert {d for d, m in runs if m == "ddsm"} == {"cifar10"}
-        assert {m for d, m in runs if d == "cifar10"} == {"ddsm"}
+        assert {m for d, m in runs if d == "cifar10"} == {"ddsm", "cunet_cifar10"}
+        # DDSM's study over the widths alone, and ours with the CIFAR-10 cU-Net mixed in: a job each
+        assert planned("stepaware", ("dataset", "study")) == {("cifar10", "ddsm"), ("cifar10", "ours_cunet_mix")}
     # a --configfile updates the embedded default: what a config says about FID must hold
     if "fid" in cfg.get("evaluate", {}) and cfg["samplers"]:
         assert f'"fid": {str(cfg["evaluate"]["fid"]).lower()}' in proc.stdout, config.name

@@ -150,56 +150,71 @@ class ExperimentConfig:
         return build(TrainConfig, {**to_dict(self.train), **spec.train}, f"models.{spec.name}.train")
 
     def stepaware_datasets(self) -> list[str]:
-        """The datasets the step-aware study runs on: those its slimmable model is trained on."""
+        """The datasets some step-aware study runs on: those its slimmable model is trained on."""
+        return list(dict.fromkeys(d for d, _ in self.stepaware_runs()))
+
+    def stepaware_runs(self) -> list[tuple[str, str]]:
+        """(dataset, study name) of every step-aware study (``stepaware.studies`` too) on every
+        dataset its slimmable model is trained on."""
         if not self.stepaware.model:
             return []
-        return [d for d, m in self.runs() if m == self.stepaware.model]
+        return [(d, sa.name) for sa in self.stepaware.each() for d, m in self.runs() if m == sa.model]
+
+    def study(self, name: str | None = None) -> StepAwareConfig:
+        """The step-aware study ``name`` (``None``: the section's own)."""
+        return self.stepaware.each()[0] if name is None else self.stepaware.study(name)
 
     def _check_stepaware(self) -> None:
-        """``stepaware.model`` names a slimmable model, ``mix`` other models, ``sampler`` a DDPM/DDIM sampler."""
-        sa = self.stepaware
-        if not sa.model:
+        """Each study: ``model`` names a slimmable model, ``mix`` other models trained where it is,
+        ``sampler`` a DDPM/DDIM sampler."""
+        if not self.stepaware.model:
             return
+        for sa in self.stepaware.each():
+            key = "stepaware" if sa.name == self.stepaware.name else f"stepaware.studies.{sa.name}"
+            self._check_study(sa, key)
+
+    def _check_study(self, sa: StepAwareConfig, key: str) -> None:
         names = [m.name for m in self.models]
         spec = next((m for m in self.models if m.name == sa.model), None)
         if spec is None or spec.arch != "ddpm" or len(spec.resolve().widths) < 2:
             slim = [m.name for m in self.models if m.arch == "ddpm" and len(m.resolve().widths) > 1]
-            raise ConfigError(f"stepaware.model: {sa.model!r} is not a slimmable model entry (arch ddpm with several "
+            raise ConfigError(f"{key}.model: {sa.model!r} is not a slimmable model entry (arch ddpm with several "
                               f"widths); allowed: {', '.join(slim) or '(none: add one to models)'}")
+        datasets = [d for d, m in self.runs() if m == sa.model]
         for name in sa.mix:
             if name not in names or name == sa.model:
-                raise ConfigError(f"stepaware.mix: {name!r} is not another model entry; allowed: "
+                raise ConfigError(f"{key}.mix: {name!r} is not another model entry; allowed: "
                                   f"{', '.join(n for n in names if n != sa.model)}")
-            missing = [d for d in self.stepaware_datasets() if not self.trains(name, d)]
+            missing = [d for d in datasets if not self.trains(name, d)]
             if missing:
-                raise ConfigError(f"stepaware.mix: {name!r} is not trained on {missing[0]!r}, where stepaware.model "
+                raise ConfigError(f"{key}.mix: {name!r} is not trained on {missing[0]!r}, where {key}.model "
                                   f"{sa.model!r} is (add it to models.{name}.datasets, or leave {name!r} out of mix)")
         sampler = next((s for s in self.samplers if s.name == sa.sampler), None)
         if sampler is None or sampler.kind not in ("ddpm", "ddim"):
             allowed = [s.name for s in self.samplers if s.kind in ("ddpm", "ddim")]
-            raise ConfigError(f"stepaware.sampler: {sa.sampler!r} is not a DDPM or DDIM sampler entry; allowed: "
+            raise ConfigError(f"{key}.sampler: {sa.sampler!r} is not a DDPM or DDIM sampler entry; allowed: "
                               f"{', '.join(allowed) or '(none)'}")
-        self._check_stepaware_search(spec.resolve().widths, sampler)
+        self._check_stepaware_search(sa, key, spec.resolve().widths, sampler)
 
-    def _check_stepaware_search(self, widths: Sequence[float], sampler: SamplerSpec) -> None:
+    def _check_stepaware_search(self, sa: StepAwareConfig, key: str, widths: Sequence[float],
+                                sampler: SamplerSpec) -> None:
         """The ddsm search's first population holds every network alone; the importance sweep's
         networks are narrower widths or mixed-in models, its windows at most the visited steps."""
         from .search import check_population
         from .strategies import visited_steps
 
-        sa = self.stepaware
-        check_population(sa.objective, len(widths) + len(sa.mix), sa.population)
+        check_population(sa.objective, len(widths) + len(sa.mix), sa.population, key)
         if not sa.importance.enabled:
             return
         allowed = sa.smaller_networks(widths)
         for network in sa.importance.networks or ():
             if network not in allowed:
-                raise ConfigError(f"stepaware.importance.networks: {network!r} is neither a narrower width of "
-                                  f"{sa.model!r} nor a stepaware.mix model; allowed: "
+                raise ConfigError(f"{key}.importance.networks: {network!r} is neither a narrower width of "
+                                  f"{sa.model!r} nor a {key}.mix model; allowed: "
                                   f"{', '.join(map(str, allowed)) or '(none)'}")
         visited = len(visited_steps(sampler.kind, self.diffusion.timesteps, sampler.steps))
         if sa.importance.windows > visited:
-            raise ConfigError(f"stepaware.importance.windows: {sa.importance.windows} windows over the "
+            raise ConfigError(f"{key}.importance.windows: {sa.importance.windows} windows over the "
                               f"{visited} steps {sa.sampler!r} visits; allowed: 1 to {visited}")
 
     def dataset(self, name: str | None = None) -> DatasetSpec:

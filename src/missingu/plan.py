@@ -112,7 +112,7 @@ def work_of(cfg: Any, rule: str, wildcards: dict[str, str]) -> Work:
     if rule == "evaluate":
         return evaluate.work(cfg.evaluate, cfg.sample.num_samples, shape)
     if rule == "stepaware":
-        sa = cfg.stepaware
+        sa = cfg.study(wildcards.get("study"))
         networks = len(cfg.model(sa.model).resolve().widths) + len(sa.mix)
         return stepaware.work(sa, cfg.sampler(sa.sampler), cfg.diffusion.timesteps, networks, shape)
     if rule == "profile":
@@ -178,7 +178,7 @@ def jobs(cfg: Any, gpu: bool, rates: Rates | None = None) -> list[Job]:
     scored = {d for d, _, _ in cfg.sampled()} | set(cfg.stepaware_datasets())  # what needs the classifier
     listed += [("train_classifier", {"dataset": d.name}) for d in cfg.datasets if d.name in scored]
     listed += [("evaluate", {"dataset": d, "model": m, "sampler": s}) for d, m, s in cfg.sampled()]
-    listed += [("stepaware", {"dataset": d}) for d in cfg.stepaware_datasets()]
+    listed += [("stepaware", {"dataset": d, "study": s}) for d, s in cfg.stepaware_runs()]
     out = []
     for rule, wildcards in listed:
         work = work_of(cfg, rule, wildcards)

@@ -107,11 +107,11 @@ def first_rows(objective: str, genes: int, options: int, population: int,
     return uniform
 
 
-def check_population(objective: str, options: int, population: int) -> None:
+def check_population(objective: str, options: int, population: int, key: str = "stepaware") -> None:
     """The ``ddsm`` mode's first population holds every uniform strategy, one per network choice:
     ``population`` must be at least ``options`` (as DDSM asserts); the other modes take any."""
     if objective == "ddsm" and population < options:
-        raise ConfigError(f"stepaware.population: {population} is fewer than the {options} networks; the ddsm "
+        raise ConfigError(f"{key}.population: {population} is fewer than the {options} networks; the ddsm "
                           "search's first population holds every uniform strategy")
 
 

@@ -12,7 +12,9 @@ seeds and, when ``importance`` is on, sweeps a smaller network over windows of s
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import ConfigError, choose, positive
+from .config import ConfigError, build, choose, positive, to_dict
 from .importance import ImportanceConfig, change_intervals, sweep
 from .search import OBJECTIVES, search
 from .stats import LEVEL
@@ -37,6 +39,7 @@ from .strategies import (
 from .task import Result, Work, image_values
 
 QUALITIES = {"classifier": "classifier", "fid": "fid"}
+STUDY_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # Files `missingu stepaware` writes beside its table (missingu.io.sidecars).
 SIDECARS = {"history": ".history.csv", "strategies": ".strategies.json", "strategy": ".strategy.yaml",
             "features": ".features.pt", "record": ".json", "importance": ".importance.csv"}
@@ -57,7 +60,10 @@ class StepAwareConfig:
     min(0.5, 1 / genes)), ``random_baselines`` random strategies at the searched strategy's FLOPs,
     ``low_noise_fraction`` of the steps (the least noisy) that the hand-made baseline gives the
     full width, ``eval_samples`` fresh samples (``null``: ``samples``) every final strategy is
-    re-evaluated on after the search, and ``importance`` the step-importance sweep."""
+    re-evaluated on after the search, and ``importance`` the step-importance sweep.
+
+    ``name`` names this study (its results' folder name); ``studies`` adds further named studies,
+    each this section with its own keys on top (``{mixed: {mix: [cunet]}}``), see :meth:`each`."""
 
     model: str = ""
     mix: tuple[str, ...] = ()
@@ -76,8 +82,24 @@ class StepAwareConfig:
     seed: int = 0
     eval_samples: int | None = None
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    name: str = "main"
+    studies: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # keys relative to the section: config.build prefixes it
+        for key, name in (("name", self.name), *((f"studies.{n}", n) for n in self.studies)):
+            if not STUDY_NAME.fullmatch(str(name)):
+                raise ConfigError(f"{key}: study name {name!r} must be letters, digits, '_' or '-' (it names files)")
+        if self.name in self.studies:
+            raise ConfigError(f"studies.{self.name}: the name of this section's own study (name: {self.name!r})")
+        for name, keys in self.studies.items():
+            if not isinstance(keys, Mapping):
+                raise ConfigError(f"studies.{name}: expected a mapping of keys of this section, got {keys!r}")
+            nested = sorted({"name", "studies"} & set(keys))
+            if nested:
+                raise ConfigError(f"studies.{name}.{nested[0]}: not allowed in a study (its name is its key, and "
+                                  f"studies do not nest)")
+        if self.studies:
+            self.each()  # each study's keys checked here, named studies.<name>.<key>
         choose(OBJECTIVES, self.objective, "objective", "objective")
         choose(QUALITIES, self.quality, "quality measure", "quality")
         for key in ("samples", "batch_size", "population", "generations", "block", "random_baselines"):
@@ -91,6 +113,24 @@ class StepAwareConfig:
                               f"got {self.mutation}")
         if not 0 < self.low_noise_fraction < 1:
             raise ConfigError(f"low_noise_fraction: must lie in (0, 1), got {self.low_noise_fraction}")
+
+    def each(self) -> list[StepAwareConfig]:
+        """Every study of the section: this one (``name``), then each of ``studies``, built as this
+        section with the study's keys on top (validated like the section; a key is named
+        ``studies.<name>.<key>``)."""
+        if not self.studies:
+            return [self]
+        base = {k: v for k, v in to_dict(self).items() if k not in ("name", "studies")}
+        return [dataclasses.replace(self, studies={}),
+                *(build(StepAwareConfig, {**base, **keys, "name": name}, f"studies.{name}")
+                  for name, keys in self.studies.items())]
+
+    def study(self, name: str) -> StepAwareConfig:
+        """The study called ``name`` (see :meth:`each`)."""
+        found = {sa.name: sa for sa in self.each()}
+        if name not in found:
+            raise ConfigError(f"stepaware study {name!r} is not in the config; allowed: {', '.join(found)}")
+        return found[name]
 
     def smaller_networks(self, widths: Sequence[float]) -> list[Choice]:
         """Every network but the full width: each narrower width of ``widths``, then every ``mix``

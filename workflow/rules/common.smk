@@ -52,6 +52,7 @@ wildcard_constraints:
     dataset=_one_of(DATASETS),
     model=_one_of(MODELS),
     sampler=_one_of(SAMPLERS),
+    study=_one_of([sa.name for sa in EXPERIMENT.stepaware.each()] if EXPERIMENT.stepaware.model else []),
     split="train|test",
 
 
@@ -84,7 +85,7 @@ RESULTS = {
     "denoise": "results/denoise/{dataset}/{model}",
     "classifier": "results/classifier/{dataset}/classifier",
     "evaluate": "results/quality/{dataset}/{model}/{sampler}",
-    "stepaware": "results/stepaware/{dataset}/stepaware",
+    "stepaware": "results/stepaware/{dataset}/{study}",
     "tables": "results/tables",
     "figures": "results/figures",
     "notebooks": "results/notebooks",
@@ -113,11 +114,12 @@ def _entry(key, name, within):
     return entry
 
 
-def config_slice(*, datasets=("{dataset}",), models=(), samplers=(), sections=(), shared=("seed", "device")):
+def config_slice(*, datasets=("{dataset}",), models=(), samplers=(), sections=(), shared=("seed", "device"),
+                 extra=None):
     """The `params` function of the config a rule depends on, as shell-quoted JSON (its
     `--config-json`): the named dataset, model and sampler entries (a name in braces is the job's
-    wildcard, "{model}"), the config `sections` and the `shared` keys. Snakemake reruns a job
-    exactly when one of these entries changes (its params change)."""
+    wildcard, "{model}"), the config `sections`, the `shared` keys and the sections `extra(wildcards)`
+    returns. Snakemake reruns a job exactly when one of these entries changes (its params change)."""
 
     def pick(names, wildcards):
         return [getattr(wildcards, n[1:-1]) if n.startswith("{") else n for n in names]
@@ -128,6 +130,7 @@ def config_slice(*, datasets=("{dataset}",), models=(), samplers=(), sections=()
         for key, names in (("datasets", within["datasets"]), ("models", pick(models, wildcards)),
                            ("samplers", within["samplers"])):
             data[key] = [_entry(key, name, within) for name in names]
+        data.update(extra(wildcards) if extra else {})
         return shlex.quote(json.dumps(data, sort_keys=True))
 
     return params

@@ -1,19 +1,25 @@
-# The step-aware stage (DDSM): for every dataset, the slimmable model's baselines (each width, each
-# mixed-in model alone, full width at low noise), an evolutionary search over per-step strategies,
-# random strategies at the searched one's FLOPs and, when `stepaware.importance.enabled`, which
-# steps matter (a smaller network over each window of steps); quality by the classifier Frechet
-# distance. Present only when `stepaware.model` names a slimmable model entry.
+# The step-aware stage (DDSM): for every study (the `stepaware` section, named `stepaware.name`, and
+# each of `stepaware.studies`) on every dataset its slimmable model is trained on, that model's
+# baselines (each width, each mixed-in model alone, full width at low noise), an evolutionary
+# search over per-step strategies, random strategies at the searched one's FLOPs and, when the
+# study's `importance.enabled`, which steps matter (a smaller network over each window of steps);
+# quality by the classifier Frechet distance or FID. Present only when `stepaware.model` names a
+# slimmable model entry.
 
 import glob
 
+from missingu.config import to_dict
 from missingu.stepaware import SIDECARS as STEPAWARE_SIDECARS
 
 STEPAWARE = bool(config.get("stepaware", {}).get("model"))
-STEPAWARE_MODELS = [config["stepaware"]["model"], *config["stepaware"].get("mix", [])] if STEPAWARE else []
-# the datasets its slimmable model is trained on (every model it mixes in is trained on them too)
-STEPAWARE_DATASETS = EXPERIMENT.stepaware_datasets()
-# the importance sweep's table is always written (without rows when it is off); its heatmap only when on
-STEPAWARE_FIGURES = ["heatmap", "pareto"] + (["importance"] if EXPERIMENT.stepaware.importance.enabled else [])
+# every study (stepaware.name, then each of stepaware.studies): its slimmable model and the models it mixes in
+STUDIES = {sa.name: sa for sa in EXPERIMENT.stepaware.each()} if STEPAWARE else {}
+STUDY_MODELS = {name: [sa.model, *sa.mix] for name, sa in STUDIES.items()}
+# (dataset, study) of every study on every dataset its slimmable model is trained on
+STUDY_RUNS = [{"dataset": d, "study": s} for d, s in EXPERIMENT.stepaware_runs()]
+# the importance sweep's table is always written (without rows when it is off); its heatmap only where on
+STUDY_FIGURES = [f"stepaware_{kind}_{run['dataset']}_{run['study']}.png" for run in STUDY_RUNS
+                 for kind in ["heatmap", "pareto"] + (["importance"] if STUDIES[run["study"]].importance.enabled else [])]
 # the published strategies (DDSM's CIFAR-10 one): each a baseline where it fits the study; an edit reruns it
 PUBLISHED = os.path.join(workflow.basedir, "config", "strategies")
 
@@ -22,7 +28,8 @@ if STEPAWARE:
 
     rule stepaware:
         input:
-            checkpoints=expand(rules.train.output.model, model=STEPAWARE_MODELS, allow_missing=True),
+            checkpoints=lambda wildcards: expand(rules.train.output.model, model=STUDY_MODELS[wildcards.study],
+                                                 dataset=wildcards.dataset),
             classifier=rules.train_classifier.output.model,
             train=prepared("train"),
             test=prepared("test"),
@@ -32,17 +39,20 @@ if STEPAWARE:
             table=f"{RESULTS['stepaware']}.csv",
             **beside(f"{RESULTS['stepaware']}.csv", STEPAWARE_SIDECARS),
         params:
-            # a dataset's entry, the study's models and sampler, its settings and the classifier's
-            config=config_slice(models=STEPAWARE_MODELS, samplers=[config["stepaware"]["sampler"]],
-                                sections=("diffusion", "evaluate", "stepaware")),
+            # a dataset's entry, the study's models and sampler, its settings (the section's keys with
+            # its own on top: an edit reruns the studies it reaches) and the classifier's
+            config=lambda wildcards: config_slice(models=STUDY_MODELS[wildcards.study],
+                                                  samplers=[STUDIES[wildcards.study].sampler],
+                                                  sections=("diffusion", "evaluate"),
+                                                  extra=lambda w: {"stepaware": to_dict(STUDIES[w.study])})(wildcards),
             # the study's slimmable model and each model it mixes in
-            checkpoints=lambda wildcards, input: flags("checkpoint", STEPAWARE_MODELS, input.checkpoints),
+            checkpoints=lambda wildcards, input: flags("checkpoint", STUDY_MODELS[wildcards.study], input.checkpoints),
             torch_home=lambda wildcards, input: os.path.dirname(input.weights),
             published=lambda wildcards, input: " ".join(f"--published {path}" for path in input.published),
         log:
-            "logs/stepaware/{dataset}.log",
+            "logs/stepaware/{dataset}/{study}.log",
         benchmark:
-            "benchmarks/stepaware/{dataset}.tsv"
+            "benchmarks/stepaware/{dataset}/{study}.tsv"
         conda:
             ENV
         threads: 1
@@ -51,7 +61,7 @@ if STEPAWARE:
             mem_mb=memory("stepaware"),
             runtime=runtime("stepaware"),
         shell:
-            "python -m missingu.cli stepaware --config-json {params.config} {params.checkpoints}"
+            "python -m missingu.cli stepaware --config-json {params.config} --study {wildcards.study} {params.checkpoints}"
             " --classifier {input.classifier} --data {input.train} --test {input.test} --out {output.table}"
             " --history {output.history} --strategies {output.strategies} --strategy {output.strategy}"
             " --features {output.features} --record {output.record} --importance {output.importance}"
@@ -60,11 +70,11 @@ if STEPAWARE:
 
     NOTEBOOKS["stepaware"] = {
         "input": {
-            "tables": expand(rules.stepaware.output.table, dataset=STEPAWARE_DATASETS),
-            "records": expand(rules.stepaware.output.record, dataset=STEPAWARE_DATASETS),
-            "strategies": expand(rules.stepaware.output.strategies, dataset=STEPAWARE_DATASETS),
-            "features": expand(rules.stepaware.output.features, dataset=STEPAWARE_DATASETS),
-            "importance": expand(rules.stepaware.output.importance, dataset=STEPAWARE_DATASETS),
+            "tables": [rules.stepaware.output.table.format(**run) for run in STUDY_RUNS],
+            "records": [rules.stepaware.output.record.format(**run) for run in STUDY_RUNS],
+            "strategies": [rules.stepaware.output.strategies.format(**run) for run in STUDY_RUNS],
+            "features": [rules.stepaware.output.features.format(**run) for run in STUDY_RUNS],
+            "importance": [rules.stepaware.output.importance.format(**run) for run in STUDY_RUNS],
             "claims_file": CLAIMS_FILE,
         },
         "output": {
@@ -78,14 +88,13 @@ if STEPAWARE:
             ),
             "claims_md": f"{RESULTS['tables']}/stepaware_vs_claims.md",
             "figures": report(
-                expand(f"{RESULTS['figures']}/stepaware_{{kind}}_{{dataset}}.png", kind=STEPAWARE_FIGURES,
-                       dataset=STEPAWARE_DATASETS),
+                [f"{RESULTS['figures']}/{name}" for name in STUDY_FIGURES],
                 caption="../report/stepaware/table.rst",
                 category="Step-aware",
             ),
         },
         "parameters": {
-            "records": records(("dataset",), [{"dataset": d} for d in STEPAWARE_DATASETS], table=rules.stepaware.output.table,
+            "records": records(("dataset", "study"), STUDY_RUNS, table=rules.stepaware.output.table,
                                record=rules.stepaware.output.record, strategies=rules.stepaware.output.strategies,
                                history=rules.stepaware.output.history, features=rules.stepaware.output.features,
                                importance=rules.stepaware.output.importance),

@@ -28,8 +28,10 @@ log = logging.getLogger("missingu")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     options.config(p)
+    p.add_argument("--study", metavar="NAME",
+                   help="which study: stepaware.name or a key of stepaware.studies (default: stepaware.name)")
     p.add_argument("--checkpoint", action="append", metavar="MODEL=PATH",
-                   help="ema.pt of stepaware.model and of each stepaware.mix model (repeatable)")
+                   help="ema.pt of the study's model and of each model it mixes in (repeatable)")
     p.add_argument("--classifier", type=Path, help="classifier.pt (train-classifier), for quality: classifier")
     p.add_argument("--data", required=True, type=Path, help="prepared train split")
     p.add_argument("--test", required=True, type=Path, help="prepared test split")
@@ -44,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     cfg = options.experiment(args)
-    sa = cfg.stepaware
+    sa = cfg.study(args.study)
     if not sa.model:
         raise ConfigError("stepaware.model: empty; name the slimmable model entry to study")
     device = options.device_of(args, cfg)
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> None:
     shape = tuple(meta["image_shape"])
     spec = cfg.sampler(sa.sampler)
     train, test = load_imageset(args.data), load_imageset(args.test)
-    record: dict = {"settings": to_dict(sa), "sampler": to_dict(spec), "device": str(device), "version": __version__}
+    record: dict = {"study": sa.name, "settings": to_dict(sa), "sampler": to_dict(spec), "device": str(device),
+                    "version": __version__}
     if sa.quality == "classifier" and args.classifier is None:
         raise ConfigError("--classifier: stepaware.quality is classifier; give the classifier.pt of "
                           "`missingu train-classifier`")
@@ -82,8 +85,8 @@ def run(args: argparse.Namespace) -> None:
     def score(images: torch.Tensor) -> tuple[float, torch.Tensor]:
         return scorer.quality_and_features(images, sa.quality)
 
-    log.info("step-aware study of %s on %s with %s: %d samples per strategy, %s search%s", sa.model, device,
-             spec.name, sa.samples, sa.objective, f", importance sweep over {sa.importance.windows} windows"
+    log.info("step-aware study %s of %s on %s with %s: %d samples per strategy, %s search%s", sa.name, sa.model,
+             device, spec.name, sa.samples, sa.objective, f", importance sweep over {sa.importance.windows} windows"
              if sa.importance.enabled else "")
     fitting = published(diffusion.timesteps, [*slim.config.widths, *models], args.published or PUBLISHED_DIR)
     if fitting:

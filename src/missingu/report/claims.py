@@ -38,9 +38,10 @@ NOT_COMPARABLE = "not comparable"
 # ``measured`` (with its interval ``low``..``high`` at ``level``, from ``n`` samples, images or
 # repeats) and ``claimed`` are the compared quantity (a ratio, a difference, a saving), as
 # ``metric`` and ``detail`` say; ``setting`` is ``own`` or ``stand-in: <what differs from the
-# claim's setting>``; a column a stage does not fill stays blank.
-CLAIM_COLUMNS = ["claim_id", "source", "claim", "setting", "dataset", "shape", "pair", "metric", "claimed", "measured",
-                 "low", "high", "n", "verdict", "detail", "weights", "device"]
+# claim's setting>``; ``study`` names the step-aware study of a row; a column a stage does not
+# fill stays blank.
+CLAIM_COLUMNS = ["claim_id", "source", "claim", "setting", "dataset", "study", "shape", "pair", "metric", "claimed",
+                 "measured", "low", "high", "n", "verdict", "detail", "weights", "device"]
 
 # How a claim says it is tested: exactly one of these keys (see the head of the claims file).
 CLAIM_KINDS = ("measure", "tested_by", "denoise", "quality", "stepaware", "needs")

@@ -30,7 +30,7 @@ def stepaware_table(rows: pd.DataFrame) -> pd.DataFrame:
     if "phase" in kept:
         kept = kept.sort_values("phase", key=lambda p: p.map({"fresh": 0, "search": 1}), kind="stable")
     shares = [c for c in kept.columns if c.startswith("share_")]
-    columns = ["dataset", "phase", "strategy", "kind", "samples", "quality", "quality_floor", "mean_gflops",
+    columns = ["dataset", "study", "phase", "strategy", "kind", "samples", "quality", "quality_floor", "mean_gflops",
                "total_gflops", "saving", "seconds_per_image", "network_calls", *shares]
     return kept[[c for c in columns if c in kept.columns]].reset_index(drop=True)
 
@@ -229,53 +229,73 @@ def _stepaware_verdict(claim: c_.Claim, rows: pd.DataFrame, record: Mapping[str,
     return f"unknown stepaware check {kind!r}", "", None
 
 
+def study_runs(rows: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
+    """Each study's rows keyed by (dataset, study); rows without a ``study`` column are one
+    dataset's single study, ``main``."""
+    rows = rows if "study" in rows else rows.assign(study="main")
+    return [((str(d), str(s)), part) for (d, s), part in rows.groupby(["dataset", "study"], sort=False)]
+
+
 @c_.claim_check("stepaware", stage="stepaware", table="stepaware_vs_claims", words="the step-aware study")
 def _judge_stepaware(claim: c_.Claim, measured: tuple[pd.DataFrame, Mapping[str, Any], Mapping[str, Any]],
                      claims: c_.ClaimsFile) -> list[dict[str, Any]]:
-    """One row per dataset (per width for ``widths``), see :func:`stepaware_claims`."""
+    """One row per dataset and study (per width for ``widths``, once per dataset and model), see
+    :func:`stepaware_claims`."""
     rows, records, features = measured
     if rows.empty:
         return [{**c_.claim_fields(claim), "verdict": c_.not_measured("stepaware.model, a slimmable model")}]
-    out = []
-    for dataset, part in rows.groupby("dataset", sort=False):
-        record = records.get(dataset, {})
+    out, widths_done = [], set()
+    for (dataset, study), part in study_runs(rows):
+        record = records.get((dataset, study), {})
         model = record.get("model", {})
-        setting = c_.setting_of(claim, architectures={model.get("arch"): preset_name(model.get("arch"),
-                                                                                      model.get("model"))},
-                                dataset=dataset, sampler=record.get("sampler", {}).get("kind"),
-                                metric="fid" if record.get("quality") == "FID" else "classifier distance",
-                                samples=int(part["samples"].max()) if "samples" in part else None)
+        architectures = {model.get("arch"): preset_name(model.get("arch"), model.get("model"))}
         if claim["stepaware"] == "widths":
+            if (dataset, model.get("model_name")) in widths_done:  # the same network in another study
+                continue
+            widths_done.add((dataset, model.get("model_name")))
             networks = record.get("networks", {})
             full = networks.get("w1", {}).get("gflops_per_call")
             for width, claimed in zip(claim.get("widths", []), claim.get("claimed_ratios", [])):
                 got = networks.get(f"w{width:g}", {}).get("gflops_per_call")
                 if full is not None and got is not None:
                     shape = "x".join(map(str, model.get("image_shape", []))) or None
-                    width_setting = c_.setting_of(claim, architectures={model.get("arch"): preset_name(
-                        model.get("arch"), model.get("model"))}, shape=shape)
-                    out.append(c_.width_row(claim, claims, width, claimed, got, full, setting=width_setting,
-                                            device=record.get("device"), shape=shape, dataset=dataset))
+                    width_setting = c_.setting_of(claim, architectures=architectures, shape=shape)
+                    out.append({**c_.width_row(claim, claims, width, claimed, got, full, setting=width_setting,
+                                               device=record.get("device"), shape=shape, dataset=dataset),
+                                "study": study})
             continue
-        verdict, detail, interval = _stepaware_verdict(claim, part, record, (features or {}).get(dataset), claims)
+        setting = c_.setting_of(claim, architectures=architectures, dataset=dataset,
+                                sampler=record.get("sampler", {}).get("kind"),
+                                metric="fid" if record.get("quality") == "FID" else "classifier distance",
+                                samples=int(part["samples"].max()) if "samples" in part else None)
+        mix = record.get("settings", {}).get("mix") or []
+        if mix and claim["stepaware"] != "mix":  # the claim is of the slimmable network alone
+            extra = f"mixes in {', '.join(mix)} (claim: the slimmable network alone)"
+            setting = extra if setting == "own" else f"{setting}; {extra}"
+            setting = setting if setting.startswith("stand-in: ") else f"stand-in: {setting}"
+        verdict, detail, interval = _stepaware_verdict(claim, part, record, (features or {}).get((dataset, study)),
+                                                       claims)
         fields = {} if interval is None else c_.interval_fields(interval)
         metric = {"random": "best random strategy's quality minus the searched one's (fresh seeds)"}.get(
             claim["stepaware"], "searched strategy's quality minus the full width's (fresh seeds); saving in detail")
-        out.append({**c_.claim_fields(claim), "setting": setting, "dataset": dataset, "metric": metric,
-                    **fields, "verdict": verdict, "detail": detail, "device": record.get("device")})
+        out.append({**c_.claim_fields(claim), "setting": setting, "dataset": dataset, "study": study,
+                    "metric": metric, **fields, "verdict": verdict, "detail": detail, "device": record.get("device")})
     return out
 
 
-def stepaware_claims(rows: pd.DataFrame, records: Mapping[str, Mapping[str, Any]], claims: c_.ClaimsFile,
-                     features: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
-    """The DDSM claims (``stepaware:`` in the claims file) against each dataset's study, from the
-    strategies re-evaluated on fresh seeds (never the scores that chose them) and their cached
-    ``features`` (by dataset: the study's ``.features.pt``). ``saving``/``ddim``: the searched
+def stepaware_claims(rows: pd.DataFrame, records: Mapping[tuple[str, str], Mapping[str, Any]],
+                     claims: c_.ClaimsFile, features: Mapping[tuple[str, str], Mapping[str, Any]] | None = None
+                     ) -> pd.DataFrame:
+    """The DDSM claims (``stepaware:`` in the claims file) against each study on each dataset, from
+    the strategies re-evaluated on fresh seeds (never the scores that chose them) and their cached
+    ``features``; ``records`` and ``features`` (the study's ``.json`` and ``.features.pt``) are keyed
+    by (dataset, study), as :func:`study_runs` groups ``rows``. ``saving``/``ddim``: the searched
     strategy saves at least the claimed share of the FLOPs minus ``tolerance`` (``claimed_saving``)
     and its quality is not worse than the full width's beyond ``tolerance x`` it (the paired
     bootstrap interval of the difference); ``random``: it beats the best random strategy at its
     FLOPs (the interval of the difference above 0); ``mix``: the searched strategy gives a mixed-in
     model some steps and passes the ``saving`` test with any saving; ``widths``: the GFLOPs ratio
     of each width of the study's network to its full width. Each row says whether it was measured
-    in the claim's own setting."""
+    in the claim's own setting (a study that mixes models in stands in for a claim about the
+    slimmable network alone)."""
     return c_.judge_claims("stepaware", (rows, records, features or {}), claims)
