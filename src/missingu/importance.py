@@ -5,13 +5,13 @@ network (a narrower width, or a mixed-in model such as the cU-Net) serves instea
 slides over the trajectory, and each such strategy's quality is compared with the full width's on
 the same seeds. A window where the smaller network costs quality holds steps that matter; one
 where it costs nothing holds steps a cheaper network can take. :func:`sweep` makes the strategies,
-:func:`change_intervals` the paired bootstrap interval of each quality change; the study
-(:func:`missingu.stepaware.run_study`) samples and scores them.
+:func:`change_intervals` the paired bootstrap interval of each quality change, :func:`importance_rows`
+the sweep's table; the study (:func:`missingu.stepaware.run_study`) samples and scores them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,3 +92,20 @@ def change_intervals(reference: Tensor, full: Tensor, cells: Sequence[Tensor], e
         interval = percentile_interval(estimate, reps[k + 1] - reps[0], level, n)
         out.append((interval.low, interval.high))
     return out
+
+
+def importance_rows(cells: Sequence[tuple[dict[str, Any], dict[str, Any], Tensor]], full_row: Mapping[str, Any],
+                    full_features: Tensor, reference: Tensor | None, *, seed: int = 0,
+                    device: torch.device | str = "cpu") -> list[dict[str, Any]]:
+    """One row per (network, window) of the sweep: where it is, the quality on the fresh seeds,
+    the full width's on the same seeds, the ``change`` (the first minus the second: above 0,
+    the smaller network costs quality there) with its paired bootstrap interval
+    (``change_low``, ``change_high``; blank without ``reference`` features), and the cost.
+    ``cells``: (the sweep's row fields, the evaluation's row, its features)."""
+    changes = [row["quality"] - full_row["quality"] for _, row, _ in cells]
+    intervals = (change_intervals(reference, full_features, [f for _, _, f in cells], changes, seed=seed,
+                                  device=device) if reference is not None else [(None, None)] * len(cells))
+    return [{**stub, "quality": row["quality"], "full_quality": full_row["quality"], "change": change,
+             "change_low": low, "change_high": high, "level": LEVEL, "samples": row["samples"],
+             "mean_gflops": row["mean_gflops"], "saving": row["saving"], "seconds_per_image": row["seconds_per_image"]}
+            for (stub, row, _), change, (low, high) in zip(cells, changes, intervals)]

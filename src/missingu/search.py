@@ -17,14 +17,16 @@ Three modes (``stepaware.objective``):
 Every mode mutates by uniform reset (:class:`UniformReset`: each gene with probability ``p``,
 ``stepaware.mutation``, default ``min(0.5, 1 / genes)``; DDSM's runs used ``p = 0.001``) and discards
 duplicate genomes; ``single`` and ``pareto`` seed the first population with the uniform strategies
-and any ``initial`` genes (the hand-made rule) before random ones.
+and any ``initial`` genes (the hand-made rule) before random ones. :func:`genes_to_choices` turns
+a genome (one gene per block of ``block`` visited steps) into one choice per visited step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pymoo.core.crossover import Crossover
@@ -34,6 +36,8 @@ from pymoo.operators.crossover.ux import UniformCrossover
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 
 from .config import ConfigError, choose
+
+T = TypeVar("T")
 
 OBJECTIVES = {"single": "single", "pareto": "pareto", "ddsm": "ddsm"}
 
@@ -167,3 +171,13 @@ def search(
     history = [[float(v) for v in np.atleast_2d(h.opt.get("F")).min(axis=0)] for h in res.history]
     best = np.atleast_2d(res.X).astype(int).tolist()
     return SearchResult(best, np.atleast_2d(res.F).tolist(), history, len(cache))
+
+
+def genes_to_choices(genes: Sequence[int], choices: Sequence[T], visited: int, block: int) -> list[T]:
+    """One choice per visited step from one gene per block of ``block`` visited steps."""
+    return [choices[genes[min(i // block, len(genes) - 1)]] for i in range(visited)]
+
+
+def gene_count(visited: int, block: int) -> int:
+    """Genes of a strategy over ``visited`` steps, one per block of ``block`` steps."""
+    return math.ceil(visited / block)

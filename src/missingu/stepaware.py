@@ -13,7 +13,6 @@ seeds and, when ``importance`` is on, sweeps a smaller network over windows of s
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import ConfigError, build, choose, positive, to_dict
-from .importance import ImportanceConfig, change_intervals, sweep
-from .search import OBJECTIVES, search
-from .stats import LEVEL
+from .importance import ImportanceConfig, importance_rows, sweep
+from .search import OBJECTIVES, gene_count, genes_to_choices, search
 from .strategies import (
     Choice,
     StepAwareDenoiser,
@@ -145,15 +143,6 @@ class StepAwareConfig:
         return self.smaller_networks(widths)
 
 
-def genes_to_choices(genes: Sequence[int], choices: Sequence[Choice], visited: int, block: int) -> list[Choice]:
-    """One choice per visited step from one gene per block of ``block`` visited steps."""
-    return [choices[genes[min(i // block, len(genes) - 1)]] for i in range(visited)]
-
-
-def gene_count(visited: int, block: int) -> int:
-    return math.ceil(visited / block)
-
-
 @dataclass
 class Network:
     """One choice of a strategy: how to call it, its per-call FLOPs and its output shape."""
@@ -220,7 +209,7 @@ def run_study(
     ``published`` strategy, by name: DDSM's CIFAR-10 one, :func:`~missingu.strategies.published`),
     search (``config.objective``), then random strategies at the searched strategy's mean FLOPs;
     then re-evaluate every one of them but the candidates on fresh seeds; then, when
-    ``config.importance.enabled``, the importance sweep (:func:`importance_rows`).
+    ``config.importance.enabled``, the importance sweep (:func:`~missingu.importance.importance_rows`).
 
     ``score(uint8 images) -> (quality, features)`` (lower is better). In the search phase every
     strategy draws the same ``config.samples`` seeds (0, 1, ...), so differences come from the
@@ -340,23 +329,6 @@ def run_study(
         importance = importance_rows(cells, full_row, features[full_row["strategy"]],
                                      None if reference is None else reference(), seed=config.seed, device=device)
     return Study(rows, history, networks, features, importance)
-
-
-def importance_rows(cells: Sequence[tuple[dict[str, Any], dict[str, Any], Tensor]], full_row: Mapping[str, Any],
-                    full_features: Tensor, reference: Tensor | None, *, seed: int = 0,
-                    device: torch.device | str = "cpu") -> list[dict[str, Any]]:
-    """One row per (network, window) of the sweep: where it is, the quality on the fresh seeds,
-    the full width's on the same seeds, the ``change`` (the first minus the second: above 0,
-    the smaller network costs quality there) with its paired bootstrap interval
-    (``change_low``, ``change_high``; blank without ``reference`` features), and the cost.
-    ``cells``: (the sweep's row fields, the evaluation's row, its features)."""
-    changes = [row["quality"] - full_row["quality"] for _, row, _ in cells]
-    intervals = (change_intervals(reference, full_features, [f for _, _, f in cells], changes, seed=seed,
-                                  device=device) if reference is not None else [(None, None)] * len(cells))
-    return [{**stub, "quality": row["quality"], "full_quality": full_row["quality"], "change": change,
-             "change_low": low, "change_high": high, "level": LEVEL, "samples": row["samples"],
-             "mean_gflops": row["mean_gflops"], "saving": row["saving"], "seconds_per_image": row["seconds_per_image"]}
-            for (stub, row, _), change, (low, high) in zip(cells, changes, intervals)]
 
 
 def run(
