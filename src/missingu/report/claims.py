@@ -119,11 +119,11 @@ def resolve_note(interval: Interval, threshold: float, words: str) -> str:
 SETTING_ARCHITECTURES = {"paper": {"unet": ("paper",), "cunet": ("paper", "draft")}, "ddsm": {"ddpm": ("ddsm",)}}
 
 
-def setting_of(claim: Claim, **measured: Any) -> str:
+def setting_of(claim: Claim, *, also: Sequence[str] = (), **measured: Any) -> str:
     """``own`` when what a row measured (``architectures``: {arch: preset}, ``shape``, ``dataset``,
     ``sampler``: kind, ``metric``, ``samples``) matches the claim's ``setting``, else ``stand-in:``
-    and what differs. Keys the claim's setting does not name, or the row does not give, are not
-    compared."""
+    and what differs, then ``also`` (differences the caller knows of that the setting keys do not
+    name). Keys the claim's setting does not name, or the row does not give, are not compared."""
     want = claim.get("setting") or {}
     differs = []
     presets = measured.get("architectures")
@@ -142,6 +142,7 @@ def setting_of(claim: Claim, **measured: Any) -> str:
     samples = measured.get("samples")
     if "samples" in want and samples is not None and int(samples) < int(want["samples"]):
         differs.append(f"{int(samples):,} samples (claim: {int(want['samples']):,})")
+    differs.extend(also)
     return "own" if not differs else "stand-in: " + "; ".join(differs)
 
 

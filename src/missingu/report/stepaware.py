@@ -264,15 +264,15 @@ def _judge_stepaware(claim: c_.Claim, measured: tuple[pd.DataFrame, Mapping[str,
                                                device=record.get("device"), shape=shape, dataset=dataset),
                                 "study": study})
             continue
+        mix = record.get("settings", {}).get("mix") or []
+        alone = (  # a claim of the slimmable network alone, measured with other models mixed in
+            [f"mixes in {', '.join(mix)} (claim: the slimmable network alone)"] if mix and claim["stepaware"] != "mix"
+            else [])
         setting = c_.setting_of(claim, architectures=architectures, dataset=dataset,
                                 sampler=record.get("sampler", {}).get("kind"),
                                 metric="fid" if record.get("quality") == "FID" else "classifier distance",
-                                samples=int(part["samples"].max()) if "samples" in part else None)
-        mix = record.get("settings", {}).get("mix") or []
-        if mix and claim["stepaware"] != "mix":  # the claim is of the slimmable network alone
-            extra = f"mixes in {', '.join(mix)} (claim: the slimmable network alone)"
-            setting = extra if setting == "own" else f"{setting}; {extra}"
-            setting = setting if setting.startswith("stand-in: ") else f"stand-in: {setting}"
+                                samples=int(part["samples"].max()) if "samples" in part else None,
+                                also=alone)
         verdict, detail, interval = _stepaware_verdict(claim, part, record, (features or {}).get((dataset, study)),
                                                        claims)
         fields = {} if interval is None else c_.interval_fields(interval)
