@@ -14,6 +14,7 @@ clean heap without paying torch's import again).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import platform
 import statistics
@@ -175,18 +176,14 @@ def train_step_memory(arch: str, config: Any, shape: Sequence[int], batch: int, 
     return result["step_mib"]
 
 
-_MEMORY_CONTEXT: Any = None
-
-
+@functools.cache
 def _memory_context() -> Any:
     """The ``forkserver`` context the memory children fork from: the server imports this module
     (torch with it) once per process and never runs a model, so every child starts as clean as a
     fresh interpreter (about 3 s of import saved per measurement)."""
-    global _MEMORY_CONTEXT
-    if _MEMORY_CONTEXT is None:
-        _MEMORY_CONTEXT = multiprocessing.get_context("forkserver")
-        _MEMORY_CONTEXT.set_forkserver_preload([__name__])
-    return _MEMORY_CONTEXT
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def _status_kib(field_name: str) -> int:
