@@ -52,7 +52,7 @@ wildcard_constraints:
     dataset=_one_of(DATASETS),
     model=_one_of(MODELS),
     sampler=_one_of(SAMPLERS),
-    study=_one_of([sa.name for sa in EXPERIMENT.stepaware.each()] if EXPERIMENT.stepaware.model else []),
+    study=_one_of(dict.fromkeys(s for _, s in EXPERIMENT.stepaware_runs())),
     split="train|test",
 
 

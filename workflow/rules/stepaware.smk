@@ -11,9 +11,9 @@ import glob
 from missingu.config import to_dict
 from missingu.stepaware import SIDECARS as STEPAWARE_SIDECARS
 
-STEPAWARE = bool(config.get("stepaware", {}).get("model"))
+STEPAWARE = bool(EXPERIMENT.stepaware.model)
 # every study (stepaware.name, then each of stepaware.studies): its slimmable model and the models it mixes in
-STUDIES = {sa.name: sa for sa in EXPERIMENT.stepaware.each()} if STEPAWARE else {}
+STUDIES = {sa.name: sa for sa in EXPERIMENT.stepaware.each()}
 STUDY_MODELS = {name: [sa.model, *sa.mix] for name, sa in STUDIES.items()}
 # (dataset, study) of every study on every dataset its slimmable model is trained on
 STUDY_RUNS = [{"dataset": d, "study": s} for d, s in EXPERIMENT.stepaware_runs()]
