@@ -143,3 +143,9 @@ def test_photos_entry_parses_through_the_config(tiny_config):
     (default, big) = cfg.datasets
     assert (default.source_name, default.channels, default.size) == ("photos", 3, 32)
     assert (big.source_name, big.channels, big.size) == ("photos", 3, 64)
+
+
+def test_every_source_has_a_loader():
+    from missingu.data import LOADERS
+
+    assert set(LOADERS) == set(SOURCES)

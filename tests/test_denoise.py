@@ -42,7 +42,7 @@ def toy_images(n=64, size=12, seed=0):
 @pytest.mark.parametrize("sigma", [0.02, 0.05, 0.1, 0.15, 0.2, 0.3])
 def test_matched_step_is_where_alpha_bar_is_one_over_one_plus_four_sigma_squared(schedule, sigma):
     d = Diffusion(DiffusionConfig(schedule=schedule, timesteps=1000))
-    t = matched_step(d, sigma)
+    t = matched_step(d.config, sigma)
     ab = d.log_alpha_bar64.exp()
     target = 1 / (1 + 4 * sigma**2)
     gaps = (ab - target).abs()
@@ -83,7 +83,7 @@ def test_protocols_start_where_they_should_and_sweep_reports_its_best_step():
     config = DenoiseConfig(sigmas=sigmas, num_images=8, batch_size=3, lpips=False, examples=2)
     curves, _ = run_denoising(gaussian_denoiser(d), d, clean, config, Scorer(12, None, "off"), seed=0)
     by = {(c.protocol, c.sigma): c for c in curves}
-    starts = [matched_step(d, s) for s in sigmas]
+    starts = [matched_step(d.config, s) for s in sigmas]
     for s, t in zip(sigmas, starts):
         assert by["matched", s].t_start == t and by["matched", s].steps == t + 1
         assert by["sweep", s].t_start == max(starts) and by["sweep", s].steps == max(starts) + 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,10 +116,38 @@ def test_every_task_has_one_shape(task):
     import importlib
 
     module = importlib.import_module(f"missingu.{task}")
-    assert callable(module.run) and callable(module.work)
-    configs = [v for v in vars(module).values() if dataclasses.is_dataclass(v) and v.__module__ == module.__name__
+    spec = importlib.import_module(f"missingu.specs.{task}")
+    assert callable(module.run) and module.work is spec.work
+    # the config is defined in the task's spec module (read without torch) and re-exported by the task
+    configs = [v for v in vars(spec).values() if dataclasses.is_dataclass(v) and v.__module__ == spec.__name__
                and v.__name__.endswith("Config")]
-    assert configs, f"missingu.{task} has no config dataclass"
+    assert configs, f"missingu.specs.{task} has no config dataclass"
+    assert all(getattr(module, c.__name__) is c for c in configs)
+
+
+def _workflow_imports() -> set[str]:
+    """The package modules the Snakefile and the rule files import (what the parse needs)."""
+    found = set()
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]:
+        found |= set(re.findall(r"^\s*(?:from|import) (missingu[\w.]*)", path.read_text(), re.M))
+    return found
+
+
+def test_the_workflow_parse_and_the_plan_import_no_torch():
+    """Reading a config, the Snakefile's parse and the plan import the specs, never torch: a dry run
+    and the Snakemake process every SLURM job starts skip torch's seconds of import."""
+    modules = sorted(_workflow_imports() | {"missingu.experiment", "missingu.plan"}
+                     | {f"missingu.specs.{p.stem}" for p in (PACKAGE / "specs").glob("*.py") if p.stem != "__init__"})
+    assert {"missingu.experiment", "missingu.plan", "missingu.specs.stepaware"} <= set(modules)
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'torchdiffeq')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+    # a negative control: the same check sees torch where it is imported
+    out = subprocess.run([sys.executable, "-c", code.replace("for m in", "import missingu.models\nfor m in", 1)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "torch" in out
 
 
 def test_no_module_is_much_over_400_lines():

@@ -165,3 +165,12 @@ def test_unet_attention_per_level():
     with_attn = count_parameters(_build("unet"))
     without = count_parameters(_build("unet", attention=("none", "none")))
     assert with_attn > without
+
+
+def test_the_spec_names_the_attention_kinds_the_layers_build():
+    from missingu.models import ARCHITECTURES, MODULES
+    from missingu.models.layers import ATTENTION
+    from missingu.specs.models import ARCHITECTURE_SPECS, ATTENTION_KINDS
+
+    assert tuple(ATTENTION) == ATTENTION_KINDS
+    assert set(ARCHITECTURES) == set(ARCHITECTURE_SPECS) == set(MODULES)

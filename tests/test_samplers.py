@@ -285,3 +285,16 @@ def test_variance_option_reaches_the_sampler_and_is_validated():
                            match=f"samplers\\[0\\].variance: 'fixedlarge' applies to kind ddpm only \\(kind {kind}\\)"):
             build(SamplerSpec, {"name": "x", "kind": kind, "variance": "fixedlarge"}, "samplers[0]")
     assert build(SamplerSpec, {"name": "x", "kind": "ddim", "variance": "fixedsmall"}, "s").options()["steps"] == 50
+
+
+def test_the_specs_name_what_the_samplers_run_and_count_their_ddim_steps():
+    """The torch-free spec (read by the config and the plan) names the kinds and variances this
+    module runs, and counts DDIM's calls as :func:`ddim_timesteps` visits them."""
+    from missingu.samplers import DDPM_VARIANCES, SAMPLERS, ddim_timesteps, expected_calls
+    from missingu.specs.samplers import DDPM_VARIANCE_NAMES, SAMPLER_KINDS
+
+    assert tuple(SAMPLERS) == SAMPLER_KINDS and tuple(DDPM_VARIANCES) == DDPM_VARIANCE_NAMES
+    for timesteps in (2, 7, 50, 100, 500, 1000):
+        for steps in sorted({1, 2, 3, 9, 10, 23, 50, 95, 256, timesteps - 1, timesteps, timesteps + 5} - {0}):
+            spec = SamplerSpec("d", "ddim", steps=steps)
+            assert expected_calls(spec, timesteps) == len(ddim_timesteps(timesteps, min(steps, timesteps)))

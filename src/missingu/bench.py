@@ -28,24 +28,24 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from .batches import BatchSource, step_generator
-from .config import ConfigError, positive, to_dict
+from .config import ConfigError, to_dict
 from .diffusion import Diffusion
-from .measure import environment, format_shape, kernel_ops_per_call, sync, time_fn, train_flops_per_image
+from .measure import environment, kernel_ops_per_call, sync, time_fn, train_flops_per_image
 from .models import UNetConfig, compatible, model_from_spec
 from .samplers import SamplerSpec, sample
+from .specs.bench import PARTS, BenchConfig, work  # noqa: F401  (re-exported)
 from .speed import FastDenoiser, SpeedConfig, compile_module, optimizer, prepare_model, to_layout
-from .task import Result, Work
+from .task import Result, format_shape
 
 log = logging.getLogger(__name__)
 
-PARTS = ("train", "call", "sample")
 REFERENCE = "reference_unet"
 
 # Peak dense (no sparsity) bf16 tensor-core FLOP/s from NVIDIA's datasheets, by a substring of
@@ -59,48 +59,6 @@ PEAK_BF16: tuple[tuple[str, float, str], ...] = (
     ("L40S", 362.05e12, "NVIDIA L40S datasheet, dense BF16"),
     ("L4", 121.0e12, "NVIDIA L4 datasheet, dense BF16"),
 )
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What ``missingu bench`` measures: ``variants`` (``eager`` or switches of ``speed`` joined by
-    ``+``), ``parts``, the input shape (``shape``; empty: the first dataset's), training batch,
-    steps timed per round after ``warmup`` untimed ones, ``rounds``, the call and sampling batch
-    sizes, the sampler, and whether to include the reference ``Unet``."""
-
-    variants: tuple[str, ...] = ("eager",)
-    parts: tuple[str, ...] = PARTS
-    shape: tuple[int, ...] = ()
-    train_batch: int = 32
-    train_steps: int = 5
-    warmup: int = 2
-    rounds: int = 2
-    call_batches: tuple[int, ...] = (1, 16)
-    call_repeats: int = 10
-    sample_batches: tuple[int, ...] = (1,)
-    sampler: SamplerSpec = field(default_factory=lambda: SamplerSpec("ddim10", "ddim", steps=10))
-    reference: bool = True
-    peak_tflops: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.variants:
-            raise ConfigError("bench.variants: needs at least one variant (e.g. eager)")
-        for v in self.variants:
-            SpeedConfig.parse(v)
-        for p in self.parts:
-            if p not in PARTS:
-                raise ConfigError(f"bench.parts: unknown {p!r}; allowed: {', '.join(PARTS)}")
-        if self.shape and (len(self.shape) != 3 or min(self.shape) <= 0):
-            raise ConfigError(f"bench.shape: {list(self.shape)} is not [C, H, W] with positive sizes")
-        for key in ("train_batch", "train_steps", "rounds", "call_repeats"):
-            positive(getattr(self, key), key)
-        if self.warmup < 0:
-            raise ConfigError(f"bench.warmup: must be zero or positive, got {self.warmup}")
-        for key in ("call_batches", "sample_batches"):
-            for i, b in enumerate(getattr(self, key)):
-                positive(b, f"{key}[{i}]")
-        if self.peak_tflops is not None:
-            positive(self.peak_tflops, "peak_tflops")
 
 
 def peak_flops(device: torch.device, override_tflops: float | None = None) -> tuple[float | None, str]:
@@ -369,8 +327,3 @@ def run(cfg: Any, bench: BenchConfig, device: torch.device, models: Sequence[str
     failed = [r for r in rows if str(r["status"]).startswith("failed")]
     return Result(rows=rows, record={"bench": to_dict(bench), "device_name": rows[0]["device_name"] if rows else None,
                                      "rows": len(rows), "failed": len(failed)})
-
-
-def work(bench: BenchConfig) -> Work:
-    """The benchmark: one timed measurement of fixed cost per variant (its compilation included)."""
-    return Work(measurements=len(bench.variants))

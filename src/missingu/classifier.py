@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,48 +29,17 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import __version__
-from .config import ConfigError, positive, to_dict
+from .config import positive, to_dict
 from .data import to_model_range
 from .io import InputFileError, load_torch, save_torch
 from .metrics.frechet import frechet_distance_features
-from .task import Work, image_values
+from .specs.classifier import SIDECARS, ClassifierConfig, work  # noqa: F401  (re-exported)
 
 CLASSIFIER_FORMAT = "missingu.classifier/1"
 #: Smallest image side the network accepts (one stride-2 stage down to 4x4).
 MIN_SIDE = 8
 #: Decoupled weight decay of AdamW (fixed; not worth a config key).
 WEIGHT_DECAY = 1e-2
-# The file `missingu train-classifier` writes beside the classifier (missingu.io.sidecars).
-SIDECARS = {"record": ".json"}
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    """Training settings of :func:`train_classifier`.
-
-    ``steps`` optimizer steps on batches of ``batch_size`` training images drawn uniformly with
-    replacement; AdamW at ``lr`` with cosine decay to 0; ``width`` channels in the first block
-    (doubled, up to 4x, by the downsampling stages); ``feature_dim`` penultimate features (the
-    Frechet distance's space). ``holdout`` is the fraction of each class of the train split kept
-    out of training, to report accuracy on (``holdout_accuracy``): the test split is no check when
-    its labels are not among the training labels (``photos``: other photos); 0 trains on all.
-    """
-
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 2e-3
-    width: int = 32
-    feature_dim: int = 64
-    holdout: float = 0.1
-
-    def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "lr", "width", "feature_dim"):
-            positive(getattr(self, key), key)
-        if not 0 <= self.holdout < 0.5:
-            raise ConfigError(
-                f"holdout: must lie in [0, 0.5) (the fraction of the train split kept out of training), "
-                f"got {self.holdout!r}"
-            )
 
 
 def to_input(images: Tensor) -> Tensor:
@@ -389,8 +357,3 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputFileError(f"{path} is not {what}: it is damaged ({first})") from None
     return model.to(device).eval(), record
-
-
-def work(config: ClassifierConfig, shape: tuple[int, int, int]) -> Work:
-    """Training the classifier: ``steps x batch_size`` images through a training step."""
-    return Work(train_values=float(config.steps * config.batch_size * image_values(shape)))

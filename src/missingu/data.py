@@ -22,17 +22,27 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from .config import ConfigError, choose, entry_name, positive
+from .config import ConfigError
 from .io import InputFileError, load_torch, save_torch
+from .specs.data import (  # noqa: F401  (re-exported: a config's dataset entry lives with the config)
+    PHOTOS,
+    PHOTOS_TEST,
+    PHOTOS_TEST_CROPS,
+    PHOTOS_TRAIN,
+    PHOTOS_TRAIN_CROPS,
+    SOURCES,
+    DatasetSpec,
+    DataSource,
+    Split,
+)
 
-Split = Literal["train", "test"]
 T = TypeVar("T")
 
 
@@ -86,22 +96,6 @@ def _digits(spec: DatasetSpec, split: Split) -> ImageSet:
     return ImageSet(resize(images, spec.size), labels[idx])
 
 
-#: The photos of ``photos``, by their ``skimage.data`` names (``stereo_motorcycle`` is the left
-#: view of that stereo pair); a crop's label is its photo's index here.
-PHOTOS: tuple[str, ...] = (
-    "astronaut", "chelsea", "coffee", "rocket", "retina",
-    "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle",
-)
-#: Held out for the test split. Both are everyday camera photographs of one close subject, like
-#: astronaut, coffee and rocket in training, but of content no training photo shows: chelsea is an
-#: animal (a cat's fur and face, indoors), stereo_motorcycle a machine (painted and chrome metal,
-#: cables, a cluttered room). The microscopy and telescope images (retina, immunohistochemistry,
-#: hubble_deep_field) stay in training: they have no counterpart to test on.
-PHOTOS_TEST: tuple[str, ...] = ("chelsea", "stereo_motorcycle")
-PHOTOS_TRAIN: tuple[str, ...] = tuple(name for name in PHOTOS if name not in PHOTOS_TEST)
-#: Crops per split: a multiple of the split's photos (834 per training photo, 250 per test photo).
-PHOTOS_TRAIN_CROPS = 5_004
-PHOTOS_TEST_CROPS = 500
 _PHOTOS_SEED = {"train": 0, "test": 1}
 
 
@@ -248,82 +242,21 @@ def _lsun_church(spec: DatasetSpec, split: Split) -> ImageSet:
     return _pil_to_set(ds, "lsun_church")
 
 
-@dataclass(frozen=True)
-class DataSource:
-    """A dataset loader with its image channels, native size and number of training images
-    (what the pipeline sizes its jobs' memory by)."""
-
-    load: Callable[[DatasetSpec, Split], ImageSet]
-    channels: int
-    default_size: int
-    train_images: int
-
-
-SOURCES: dict[str, DataSource] = {
-    "digits": DataSource(_digits, 1, 16, 1438),
-    "mnist": DataSource(_mnist, 1, 32, 60_000),
-    "cifar10": DataSource(_cifar10, 3, 32, 50_000),
-    "celeba": DataSource(_celeba, 3, 64, 162_770),
-    "lsun_church": DataSource(_lsun_church, 3, 64, 126_227),
-    "photos": DataSource(_photos, 3, 32, PHOTOS_TRAIN_CROPS),
+#: The loader of each source in :data:`SOURCES`.
+LOADERS: dict[str, Callable[[DatasetSpec, Split], ImageSet]] = {
+    "digits": _digits, "mnist": _mnist, "cifar10": _cifar10, "celeba": _celeba, "lsun_church": _lsun_church,
+    "photos": _photos,
 }
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One dataset entry of a config. ``source`` is the loader (defaults to ``name``);
-    ``image_size`` defaults to the source's native size; downloads go to ``<root>/<name>``;
-    ``hflip`` makes training flip half the images left-right (faces, churches; not digits);
-    ``max_images`` keeps the first images of a split (quick experiments)."""
-
-    name: str
-    source: str | None = None
-    image_size: int | None = None
-    root: str = "resources"
-    download: bool = True
-    hflip: bool = False
-    max_images: int | None = None
-
-    def __post_init__(self) -> None:
-        entry_name(self.name)
-        choose(SOURCES, self.source_name, "dataset", "source" if self.source else "name")
-        if self.image_size is not None:
-            positive(self.image_size, "image_size")
-        if self.max_images is not None:
-            positive(self.max_images, "max_images")
-
-    @property
-    def source_name(self) -> str:
-        return self.source or self.name
-
-    @property
-    def channels(self) -> int:
-        return SOURCES[self.source_name].channels
-
-    @property
-    def size(self) -> int:
-        return self.image_size or SOURCES[self.source_name].default_size
-
-    @property
-    def train_bytes(self) -> int:
-        """Size of the prepared training split (uint8 images)."""
-        count = SOURCES[self.source_name].train_images
-        if self.max_images is not None:
-            count = min(count, self.max_images)
-        return count * self.channels * self.size * self.size
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.root) / self.source_name
-
-    def load(self, split: Split = "train") -> ImageSet:
-        """Read (and if allowed download) one split."""
-        if split not in ("train", "test"):
-            raise ConfigError(f"split: unknown {split!r}; allowed: test, train")
-        data = SOURCES[self.source_name].load(self, split)
-        if self.max_images is not None:
-            data = ImageSet(data.images[: self.max_images], data.labels[: self.max_images])
-        return data
+def load_split(spec: DatasetSpec, split: Split = "train") -> ImageSet:
+    """Read (and if allowed download) one split of ``spec``, its first ``max_images`` if set."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"split: unknown {split!r}; allowed: test, train")
+    data = LOADERS[spec.source_name](spec, split)
+    if spec.max_images is not None:
+        data = ImageSet(data.images[: spec.max_images], data.labels[: spec.max_images])
+    return data
 
 
 def save_imageset(data: ImageSet, path: str | Path, **meta: object) -> None:
@@ -343,4 +276,3 @@ def load_imageset(path: str | Path) -> ImageSet:
             and isinstance(blob.get("labels"), Tensor)):
         raise InputFileError(f"{path} is not {what}")
     return ImageSet(images, blob["labels"])
-

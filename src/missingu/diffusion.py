@@ -7,79 +7,21 @@ Forward process, with ``alpha_bar_t = prod_{s<=t} (1 - beta_s)`` for ``t = 0 .. 
 The network predicts either the noise ``eps`` or the velocity
 ``v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0`` (Salimans & Ho 2022); the
 training loss is the mean squared error to that target. Schedules are computed in
-float64 and stored as float32 tensors.
+float64 (:mod:`missingu.specs.diffusion`) and stored as float32 tensors.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from .config import ConfigError, choose, in_range, positive
+from .specs.diffusion import OBJECTIVES, SCHEDULES, DiffusionConfig  # noqa: F401  (re-exported)
+from .specs.diffusion import betas as schedule_betas
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """A network ``f(x_t, t) -> eps or v``; ``t`` holds (possibly fractional) step indices."""
-
-
-def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
-    """DDPM's linear schedule, rescaled by ``1000 / T`` so any T spans the same noise range."""
-    scale = 1000.0 / timesteps
-    return torch.linspace(scale * beta_start, scale * beta_end, timesteps, dtype=torch.float64)
-
-
-def cosine_betas(timesteps: int, s: float = 0.008) -> Tensor:
-    """Nichol & Dhariwal 2021: ``alpha_bar(t) ~ cos^2((t/T + s) / (1 + s) * pi/2)``, beta <= 0.999."""
-    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
-    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
-    alpha_bar = f / f[0]
-    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(0, 0.999)
-
-
-def sigmoid_betas(timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> Tensor:
-    """Jabri et al. 2022: ``alpha_bar(t) ~ -sigmoid((t/T (end-start) + start) / tau)``, rescaled to [0, 1]."""
-    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
-    v_start = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64))
-    v_end = torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
-    f = (-torch.sigmoid((steps * (end - start) + start) / tau) + v_end) / (v_end - v_start)
-    alpha_bar = f / f[0]
-    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(1e-5, 0.999)
-
-
-SCHEDULES: dict[str, Callable[..., Tensor]] = {
-    "linear": linear_betas,
-    "cosine": cosine_betas,
-    "sigmoid": sigmoid_betas,
-}
-OBJECTIVES = ("eps", "v")
-
-
-@dataclass(frozen=True)
-class DiffusionConfig:
-    """Noise schedule and training target. ``beta_start``/``beta_end`` apply to ``linear`` only."""
-
-    schedule: str = "linear"
-    timesteps: int = 1000
-    objective: Literal["eps", "v"] = "eps"
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-
-    def __post_init__(self) -> None:
-        choose(SCHEDULES, self.schedule, "noise schedule", "schedule")
-        positive(self.timesteps, "timesteps")
-        if self.timesteps < 2:
-            raise ConfigError(f"timesteps: must be at least 2, got {self.timesteps}")
-        positive(self.beta_start, "beta_start")
-        in_range(self.beta_end, self.beta_start, 1.0, "beta_end")
-        if self.schedule == "linear" and 1000.0 / self.timesteps * self.beta_end >= 1:
-            raise ConfigError(
-                f"timesteps: {self.timesteps} steps with beta_end {self.beta_end} give a "
-                f"rescaled beta >= 1; use more timesteps or a smaller beta_end"
-            )
 
 
 class Diffusion:
@@ -91,11 +33,7 @@ class Diffusion:
     def __init__(self, config: DiffusionConfig = DiffusionConfig(), device: torch.device | str = "cpu"):
         self.config = config
         self.device = torch.device(device)
-        fn = SCHEDULES[config.schedule]
-        if config.schedule == "linear":
-            betas = fn(config.timesteps, config.beta_start, config.beta_end)
-        else:
-            betas = fn(config.timesteps)
+        betas = torch.from_numpy(schedule_betas(config))
         alpha_bar = torch.cumprod(1 - betas, dim=0)
         alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
         self.betas64 = betas

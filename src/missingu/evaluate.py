@@ -13,7 +13,6 @@ train split (the usual reference; ``reference_images`` of them, a seeded random 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +20,18 @@ import torch
 from torch import Tensor
 
 from .classifier import (
-    ClassifierConfig,
     SmallClassifier,
     extract_features,
     label_histogram,
     split_holdout,
 )
-from .config import ConfigError, build, positive
+from .config import ConfigError, build
 from .data import ImageSet
 from .metrics.frechet import frechet_distance_features
+from .specs.evaluate import INCEPTION_VALUES, SIDECARS, EvaluateConfig, work  # noqa: F401  (re-exported)
 from .stats import fd_infinity
-from .task import Result, Work, image_values
+from .task import Result
 from .weights import WeightsUnavailable
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """What ``missingu evaluate`` computes: FID and KID (``fid``; needs the Inception weights),
-    the Inception score (``isc``: meaningful for natural multi-class images such as CIFAR-10),
-    KID's subset size (reduced to the number of images when larger), how many training images
-    are FID's reference (``reference_images``; ``null``: all) and the classifier's training."""
-
-    fid: bool = True
-    isc: bool = False
-    kid_subset_size: int = 1000
-    reference_images: int | None = 10000
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-
-    def __post_init__(self) -> None:
-        positive(self.kid_subset_size, "kid_subset_size")
-        if self.reference_images is not None:
-            positive(self.reference_images, "reference_images")
 
 
 def classifier_reference(train: ImageSet, test: ImageSet, record: dict[str, Any]) -> tuple[Tensor, Tensor, str]:
@@ -232,20 +212,3 @@ def run(samples: Tensor, summary: dict[str, Any], meta: dict[str, Any], scorer: 
         **scores, "evaluate_seconds": time.perf_counter() - start, "evaluate_device": str(scorer.device),
     }
     return Result(rows=[], record=record, files={"features": features})
-
-
-# Files `missingu evaluate` writes beside its record (missingu.io.sidecars).
-SIDECARS = {"features": ".features.pt"}
-
-# Values of one Inception input (3 x 299 x 299): FID resizes every image to it.
-INCEPTION_VALUES = 3 * 299 * 299
-
-
-def work(config: EvaluateConfig, num_samples: int, shape: tuple[int, int, int]) -> Work:
-    """Evaluating ``num_samples`` images: the classifier's features of them, of as many real images
-    and of a reference of about that size; with ``fid``, Inception on them and on FID's reference."""
-    out = Work(forward_values=float(3 * num_samples * image_values(shape)))
-    if config.fid:
-        reference = 10_000 if config.reference_images is None else config.reference_images
-        out = out + Work(forward_values=float((num_samples + reference) * INCEPTION_VALUES))
-    return out

@@ -6,25 +6,27 @@ each by name (or the only one). See ``config/README.md`` for every key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
-
-from .bench import BenchConfig
 from .config import ConfigError, apply_overrides, build, load_yaml, positive, to_dict
-from .data import DatasetSpec
-from .denoise import DenoiseConfig
-from .diffusion import DiffusionConfig
-from .evaluate import EvaluateConfig
-from .models import ModelSpec, check_image_size
-from .profile import ProfileConfig
-from .samplers import SamplerSpec
-from .speed import SpeedConfig
-from .stepaware import StepAwareConfig
-from .train import TrainConfig
+from .specs.bench import BenchConfig
+from .specs.data import DatasetSpec
+from .specs.denoise import DenoiseConfig
+from .specs.diffusion import DiffusionConfig
+from .specs.evaluate import EvaluateConfig
+from .specs.models import ModelSpec, check_image_size
+from .specs.profile import ProfileConfig
+from .specs.samplers import SamplerSpec, expected_calls
+from .specs.speed import SpeedConfig
+from .specs.stepaware import StepAwareConfig
+from .specs.train import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 E = TypeVar("E", DatasetSpec, ModelSpec, SamplerSpec)
 
@@ -83,7 +85,7 @@ class ExperimentConfig:
             raise ConfigError("datasets: needs at least one entry")
         self._check_matrix()
         self._check_stepaware()
-        resolve_device(self.device, check_available=False)
+        check_device(self.device)
         for dataset, name in self.runs():
             data, model = self.dataset(dataset), self.model(name)
             try:
@@ -201,7 +203,6 @@ class ExperimentConfig:
         """The ddsm search's first population holds every network alone; the importance sweep's
         networks are narrower widths or mixed-in models, its windows at most the visited steps."""
         from .search import check_population
-        from .strategies import visited_steps
 
         check_population(sa.objective, len(widths) + len(sa.mix), sa.population, key)
         if not sa.importance.enabled:
@@ -212,7 +213,7 @@ class ExperimentConfig:
                 raise ConfigError(f"{key}.importance.networks: {network!r} is neither a narrower width of "
                                   f"{sa.model!r} nor a {key}.mix model; allowed: "
                                   f"{', '.join(map(str, allowed)) or '(none)'}")
-        visited = len(visited_steps(sampler.kind, self.diffusion.timesteps, sampler.steps))
+        visited = expected_calls(sampler, self.diffusion.timesteps)  # the DDPM/DDIM sampler's visited steps
         if sa.importance.windows > visited:
             raise ConfigError(f"{key}.importance.windows: {sa.importance.windows} windows over the "
                               f"{visited} steps {sa.sampler!r} visits; allowed: 1 to {visited}")
@@ -267,14 +268,23 @@ def parse_experiment(data: dict[str, Any]) -> ExperimentConfig:
     return build(ExperimentConfig, data, "")
 
 
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(name: str) -> None:
+    """A ``device`` key names ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (checked without torch)."""
+    if not (isinstance(name, str) and DEVICE.fullmatch(name)):
+        raise ConfigError(f"device: unknown {name!r}; allowed: auto, cpu, cuda, cuda:N, mps")
+
+
 def resolve_device(name: str, check_available: bool = True) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; otherwise a torch device string."""
+    """``auto`` -> ``cuda`` when available, else ``cpu``; otherwise that torch device."""
+    import torch  # here: the experiment is read (the Snakefile's parse, `missingu plan`) without torch
+
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device: unknown {name!r}; allowed: auto, cpu, cuda, cuda:N, mps") from None
+    device = torch.device(name)
     if check_available and device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {name!r} asked for, but this torch sees no CUDA device; use auto or cpu")
     return device

@@ -12,33 +12,15 @@ the sweep's table; the study (:func:`missingu.stepaware.run_study`) samples and 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .config import ConfigError, positive
+from .config import ConfigError
+from .specs.stepaware import ImportanceConfig  # noqa: F401  (re-exported)
 from .stats import LEVEL, RESAMPLES, fd_replicates, percentile_interval
 from .strategies import Choice, Strategy, label
-
-
-@dataclass(frozen=True)
-class ImportanceConfig:
-    """``stepaware.importance``: ``enabled`` (off by default; ``importance: null`` is off too),
-    ``windows`` consecutive windows the visited steps are cut into (as equal as possible; each
-    visited step in exactly one), ``networks`` the smaller networks put in each window (widths as
-    numbers, mixed-in models by name; ``null``: every width but the full one and every
-    ``stepaware.mix`` model). Cost: ``windows x networks`` strategies of ``eval_samples`` images."""
-
-    enabled: bool = False
-    windows: int = 10
-    networks: tuple[float | str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        positive(self.windows, "windows")
-        if self.networks is not None and not self.networks:
-            raise ConfigError("networks: empty; name at least one network, null for all, or set enabled: false")
 
 
 def windows_of(visited: Sequence[int], windows: int) -> list[list[int]]:

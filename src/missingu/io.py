@@ -13,10 +13,11 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 @contextmanager
@@ -47,6 +48,8 @@ def atomic_write(path: str | Path, writer: Callable[[IO[bytes]], None]) -> None:
 
 def save_torch(obj: Any, path: str | Path) -> None:
     """``torch.save`` atomically."""
+    import torch  # here, not above: reading configs and rows (the Snakefile's parse) needs no torch
+
     atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
@@ -66,6 +69,8 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu", what:
         raise InputFileError(f"{path} does not exist; expected {what}")
     if not zipfile.is_zipfile(path):
         raise InputFileError(f"{path} is not {what}: torch.save did not write it (another kind of file, or cut short)")
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

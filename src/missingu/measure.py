@@ -33,11 +33,6 @@ from .models import ARCHITECTURES, build_model
 from .samplers import SamplerSpec, sample
 
 
-def format_shape(shape: Sequence[int]) -> str:
-    """``(3, 64, 64)`` -> ``"3x64x64"``, as shapes appear in profile rows."""
-    return "x".join(map(str, shape))
-
-
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """``sum(p.numel())`` over (trainable) parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bench, classifier, denoise, evaluate, profile, samplers, stepaware, train
-from .diffusion import Diffusion
+from .specs import bench, classifier, denoise, evaluate, profile, samplers, stepaware, train
 from .task import Work, image_values
 
 # Image values per second of training, on the CPU (2 cores) and on one GPU; see the module doc.
@@ -106,7 +105,7 @@ def work_of(cfg: Any, rule: str, wildcards: dict[str, str]) -> Work:
     if rule == "sample":
         return samplers.work(cfg.sampler(wildcards["sampler"]), cfg.diffusion.timesteps, cfg.sample.num_samples, shape)
     if rule == "denoise":
-        return denoise.work(cfg.denoise, Diffusion(cfg.diffusion), shape)
+        return denoise.work(cfg.denoise, cfg.diffusion, shape)
     if rule == "train_classifier":
         return classifier.work(cfg.evaluate.classifier, shape)
     if rule == "evaluate":

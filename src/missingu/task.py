@@ -10,7 +10,7 @@ dataclass, ``run(...) -> Result`` and ``work(...) -> Work``. Its command reads t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,3 +63,8 @@ def image_values(shape: tuple[int, ...] | list[int]) -> int:
     """C x H x W of one image."""
     c, h, w = shape
     return int(c) * int(h) * int(w)
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    """``(3, 64, 64)`` -> ``"3x64x64"``, as shapes appear in profile rows."""
+    return "x".join(map(str, shape))

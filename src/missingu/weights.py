@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 DEFAULT_TORCH_HOME = Path("resources/torch_home")
 
 
@@ -137,6 +135,8 @@ def fetch_weights(
 
 
 def _download(entry: WeightFile, path: Path, torch_home: str | Path, progress: bool) -> None:
+    import torch.hub  # here: the Snakefile reads this module's paths without importing torch
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -1,7 +1,7 @@
 # The denoising stage: every trained model as a Gaussian denoiser of its dataset's test images
 # (metric weights from the data stage's fetch_weights).
 
-from missingu.denoise import SIDECARS as DENOISE_SIDECARS
+from missingu.specs.denoise import SIDECARS as DENOISE_SIDECARS
 
 
 rule denoise:

@@ -3,8 +3,8 @@
 # fetch_weights; offline and not staged, "not computed: stage ...") and the classifier distance of
 # its samples.
 
-from missingu.classifier import SIDECARS as CLASSIFIER_SIDECARS
-from missingu.evaluate import SIDECARS as EVALUATE_SIDECARS
+from missingu.specs.classifier import SIDECARS as CLASSIFIER_SIDECARS
+from missingu.specs.evaluate import SIDECARS as EVALUATE_SIDECARS
 
 
 # The classifier and the evaluation depend on a dataset's entry, the evaluate settings, seed and device.

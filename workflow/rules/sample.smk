@@ -1,7 +1,7 @@
 # The sampling stage: every trained model with every sampler entry; a PNG grid and a JSON summary
 # (network calls, wall time, device) beside the samples.
 
-from missingu.samplers import SIDECARS as SAMPLE_SIDECARS
+from missingu.specs.samplers import SIDECARS as SAMPLE_SIDECARS
 
 
 rule sample:

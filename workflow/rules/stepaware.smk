@@ -9,7 +9,7 @@
 import glob
 
 from missingu.config import to_dict
-from missingu.stepaware import SIDECARS as STEPAWARE_SIDECARS
+from missingu.specs.stepaware import SIDECARS as STEPAWARE_SIDECARS
 
 STEPAWARE = bool(EXPERIMENT.stepaware.model)
 # every study (stepaware.name, then each of stepaware.studies): its slimmable model and the models it mixes in

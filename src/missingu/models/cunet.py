@@ -21,73 +21,13 @@ at 64x64x3, tested).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError, choose, positive
-from .layers import ATTENTION, StepTable, attention_layer, time_mlp
-from .ode_block import DYNAMICS, ODEBlock, SolverConfig
-
-
-@dataclass(frozen=True)
-class CUNetConfig:
-    """Shape and solver of the cU-Net. ``channels`` lists the state width per level (the last is
-    the bottleneck); ``attention`` has one entry (``none``/``linear``/``full``) per level."""
-
-    channels: tuple[int, ...] = (32, 64, 128, 256, 512)
-    attention: tuple[str, ...] = ("none", "none", "none", "full", "none")
-    attn_heads: int = 4
-    attn_dim_head: int = 32
-    dynamics: Literal["second_order", "augmented_first_order"] = "second_order"
-    time_conditioning: bool = True
-    solver: str = "rk4"
-    solver_steps: int = 1
-    rtol: float = 1e-3
-    atol: float = 1e-3
-    adjoint: bool = False
-    groups: int = 8
-    norm: Literal["group", "instance"] = "group"
-    stem_norm: bool = False
-    func_output: Literal["linear", "softplus_residual"] = "linear"
-    transition_act: bool = False
-    skip_merge: Literal["project", "concat"] = "project"
-    attention_residual: bool = True
-    time_embedding: Literal["mlp", "table"] = "mlp"
-
-    def __post_init__(self) -> None:
-        if len(self.channels) < 2:
-            raise ConfigError("channels: needs at least two levels (one encoder level and the bottleneck)")
-        width_rules = ([f"divisible by groups ({self.groups})"] if self.norm == "group" else []) + (
-            ["even (second_order dynamics)"] if self.dynamics == "second_order" else [])
-        for i, c in enumerate(self.channels):
-            positive(c, f"channels[{i}]")
-            if (self.norm == "group" and c % self.groups) or (self.dynamics == "second_order" and c % 2):
-                raise ConfigError(f"channels[{i}]: {c} must be {' and '.join(width_rules)}")
-        if self.channels[0] % 2:
-            raise ConfigError(f"channels[0]: the stem halves {self.channels[0]}; it must be even")
-        if len(self.attention) != len(self.channels):
-            raise ConfigError(
-                f"attention: needs one entry per level ({len(self.channels)}), got {len(self.attention)}"
-            )
-        for i, kind in enumerate(self.attention):
-            choose(ATTENTION, kind, "attention", f"attention[{i}]")
-        if self.dynamics not in DYNAMICS:
-            raise ConfigError(f"dynamics: unknown {self.dynamics!r}; allowed: {', '.join(DYNAMICS)}")
-        positive(self.attn_heads, "attn_heads")
-        positive(self.attn_dim_head, "attn_dim_head")
-        _ = self.solver_config  # validates solver, solver_steps, rtol, atol
-
-    @property
-    def solver_config(self) -> SolverConfig:
-        return SolverConfig(self.solver, self.solver_steps, self.rtol, self.atol, self.adjoint)
-
-    @property
-    def downsamplings(self) -> int:
-        return len(self.channels) - 1
+from ..specs.models import CUNetConfig
+from .layers import StepTable, attention_layer, time_mlp
+from .ode_block import ODEBlock
 
 
 class _Level(nn.Module):

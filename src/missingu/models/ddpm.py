@@ -37,81 +37,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError, choose, positive
+from ..config import ConfigError
+from ..specs.models import DDPMUNetConfig
 from .layers import SinusoidalEmbedding
 from .slim import SlimConv2d, SlimGroupNorm, SlimLinear, Width
 
-_ATTENTION = {"none": None, "full": "full"}
-_INIT = {"ddsm": "Xavier-uniform, zero biases, gain 1e-5 on residual and final outputs", "torch": "PyTorch defaults"}
-_NORM_GROUPS = {"fixed": "the same groups at every width", "scaled": "the full width's channels per group"}
-_CONCAT_SLICING = {"block": "first w (a + b) channels", "parts": "first w a and w b of each part"}
 #: gain of the Xavier draw of the layers that end a residual branch or the network (DDSM, pytorch-ddpm)
 OUTPUT_GAIN = 1e-5
-
-
-@dataclass(frozen=True)
-class DDPMUNetConfig:
-    """Shape of the DDPM U-Net; ``attention`` has one entry (``none``/``full``) per level and
-    ``widths`` lists the slimmable widths, the first 1.0 (``[1.0]``: a plain network); ``init``,
-    ``norm_groups`` and ``concat_slicing`` as in the module docstring (defaults: DDSM's)."""
-
-    ch: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 2
-    attention: tuple[str, ...] = ("none", "full", "none", "none")
-    dropout: float = 0.1
-    groups: int = 32
-    widths: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
-    init: str = "ddsm"
-    norm_groups: str = "fixed"
-    concat_slicing: str = "block"
-
-    def __post_init__(self) -> None:
-        choose(_INIT, self.init, "initialisation", "init")
-        choose(_NORM_GROUPS, self.norm_groups, "GroupNorm group rule", "norm_groups")
-        choose(_CONCAT_SLICING, self.concat_slicing, "concatenation slicing", "concat_slicing")
-        positive(self.ch, "ch")
-        positive(self.num_res_blocks, "num_res_blocks")
-        positive(self.groups, "groups")
-        if not self.ch_mult:
-            raise ConfigError("ch_mult: needs at least one level")
-        for i, m in enumerate(self.ch_mult):
-            positive(m, f"ch_mult[{i}]")
-        if len(self.attention) != len(self.ch_mult):
-            raise ConfigError(f"attention: needs one entry per level ({len(self.ch_mult)}), got {len(self.attention)}")
-        for i, kind in enumerate(self.attention):
-            choose(_ATTENTION, kind, "attention (DDPM U-Net)", f"attention[{i}]")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout: must lie in [0, 1), got {self.dropout}")
-        if not self.widths or self.widths[0] != 1.0:
-            raise ConfigError(f"widths: must start with 1.0 (the full network), got {list(self.widths)}")
-        if any(not 0 < w <= 1 for w in self.widths) or len(set(self.widths)) != len(self.widths):
-            raise ConfigError(f"widths: distinct fractions in (0, 1], got {list(self.widths)}")
-        for width in sorted({self.ch * m for m in (1, *self.ch_mult)}):
-            if width % self.groups:
-                raise ConfigError(f"groups: {self.groups} does not divide channel width {width}")
-            # the active channels must split into whole groups: G groups (fixed) or groups of C / G (scaled)
-            unit = self.groups if self.norm_groups == "fixed" else width // self.groups
-            for w in self.widths:
-                active = width * w
-                if active != int(active) or int(active) % unit:
-                    rule = (f"norm_groups 'fixed' keeps {self.groups} groups at every width (use norm_groups: scaled "
-                            f"or fewer groups)" if self.norm_groups == "fixed"
-                            else f"norm_groups 'scaled' keeps groups of {unit} channels")
-                    raise ConfigError(
-                        f"widths: {w} of {width} channels is {active}, not a whole number of GroupNorm groups; "
-                        f"{rule}; use widths that give multiples of {unit}"
-                    )
-
-    @property
-    def downsamplings(self) -> int:
-        return len(self.ch_mult) - 1
 
 
 class ResnetBlock(nn.Module):

@@ -20,62 +20,47 @@ so training memory with the adjoint does not grow with the number of solver step
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError, choose, positive
+from ..config import ConfigError
+from ..specs.models import (  # noqa: F401  (re-exported)
+    ADAPTIVE_SOLVERS,
+    DYNAMICS,
+    EVALS_PER_STEP,
+    FIXED_STEP_SOLVERS,
+    SOLVERS,
+    SolverConfig,
+)
 from .layers import norm_layer, scale_shift
 
-FIXED_STEP_SOLVERS = ("euler", "midpoint", "rk4")
-ADAPTIVE_SOLVERS = ("dopri5",)
-SOLVERS = {name: name for name in FIXED_STEP_SOLVERS + ADAPTIVE_SOLVERS}
-DYNAMICS = ("second_order", "augmented_first_order")
-EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "rk4": 4}
 
+def integrate(
+    solver: SolverConfig, func: nn.Module, z0: Tensor, params: tuple[Tensor, ...],
+    grid: tuple[tuple[float, float], ...] = (),
+) -> Tensor:
+    """``z(1)`` for ``z' = func(s, z)``, ``z(0) = z0``; ``params`` are the adjoint's inputs.
 
-@dataclass(frozen=True)
-class SolverConfig:
-    """How an ODE block is integrated over ``s in [0, 1]``: a fixed-step method with
-    ``steps`` steps (NFE = evals per step x steps), or ``dopri5`` with ``rtol``/``atol``."""
+    Fixed-step methods without the adjoint run :func:`fixed_step_solve` over ``grid`` (the
+    block's precomputed :func:`fixed_grid`; the same arithmetic as torchdiffeq's, with no host
+    synchronisation, so CUDA graphs and ``torch.compile`` take the whole forward); the adjoint
+    and ``dopri5`` use torchdiffeq."""
+    if solver.method in FIXED_STEP_SOLVERS and not solver.adjoint:
+        return fixed_step_solve(func, z0, solver.method, grid or fixed_grid(solver.steps))
+    # imported here: torchdiffeq imports scipy.integrate (a second of every command's start)
+    from torchdiffeq import odeint, odeint_adjoint
 
-    method: str = "rk4"
-    steps: int = 1
-    rtol: float = 1e-3
-    atol: float = 1e-3
-    adjoint: bool = False
-
-    def __post_init__(self) -> None:
-        choose(SOLVERS, self.method, "ODE solver", "solver")
-        positive(self.steps, "solver_steps")
-        positive(self.rtol, "rtol")
-        positive(self.atol, "atol")
-
-    def integrate(
-        self, func: nn.Module, z0: Tensor, params: tuple[Tensor, ...], grid: tuple[tuple[float, float], ...] = ()
-    ) -> Tensor:
-        """``z(1)`` for ``z' = func(s, z)``, ``z(0) = z0``; ``params`` are the adjoint's inputs.
-
-        Fixed-step methods without the adjoint run :func:`fixed_step_solve` over ``grid`` (the
-        block's precomputed :func:`fixed_grid`; the same arithmetic as torchdiffeq's, with no host
-        synchronisation, so CUDA graphs and ``torch.compile`` take the whole forward); the adjoint
-        and ``dopri5`` use torchdiffeq."""
-        if self.method in FIXED_STEP_SOLVERS and not self.adjoint:
-            return fixed_step_solve(func, z0, self.method, grid or fixed_grid(self.steps))
-        # imported here: torchdiffeq imports scipy.integrate (a second of every command's start)
-        from torchdiffeq import odeint, odeint_adjoint
-
-        if self.method in FIXED_STEP_SOLVERS:
-            grid = torch.linspace(0.0, 1.0, self.steps + 1, device=z0.device)
-            kwargs: dict = {"method": self.method}
-        else:
-            grid = torch.tensor([0.0, 1.0], device=z0.device)
-            kwargs = {"method": self.method, "rtol": self.rtol, "atol": self.atol}
-        if self.adjoint:
-            return odeint_adjoint(func, z0, grid, adjoint_params=params, **kwargs)[-1]
-        return odeint(func, z0, grid, **kwargs)[-1]
+    if solver.method in FIXED_STEP_SOLVERS:
+        grid = torch.linspace(0.0, 1.0, solver.steps + 1, device=z0.device)
+        kwargs: dict = {"method": solver.method}
+    else:
+        grid = torch.tensor([0.0, 1.0], device=z0.device)
+        kwargs = {"method": solver.method, "rtol": solver.rtol, "atol": solver.atol}
+    if solver.adjoint:
+        return odeint_adjoint(func, z0, grid, adjoint_params=params, **kwargs)[-1]
+    return odeint(func, z0, grid, **kwargs)[-1]
 
 
 def fixed_grid(steps: int) -> tuple[tuple[float, float], ...]:
@@ -196,6 +181,6 @@ class ODEBlock(nn.Module):
         film = self.film(t_emb) if self.film is not None and t_emb is not None else None
         field = _Vectorfield(self, film)
         params = tuple(self.func.parameters()) + ((film,) if film is not None else ())
-        out = self.solver.integrate(field, z, params, self.grid)
+        out = integrate(self.solver, field, z, params, self.grid)
         self.nfe = field.evals
         return out

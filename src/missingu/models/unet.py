@@ -8,51 +8,11 @@ stem's features. Preset ``paper`` is ``Unet(dim=64, dim_mults=(1, 2, 4, 8))`` of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError, choose, positive
-from .layers import ATTENTION, attention_layer, scale_shift, time_mlp
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Shape of the U-Net. ``attention`` has one entry per level: ``none``, ``linear`` or ``full``;
-    the middle always uses full attention."""
-
-    dim: int = 64
-    dim_mults: tuple[int, ...] = (1, 2, 4, 8)
-    attention: tuple[str, ...] = ("linear", "linear", "linear", "full")
-    attn_heads: int = 4
-    attn_dim_head: int = 32
-    groups: int = 8
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        positive(self.dim, "dim")
-        if not self.dim_mults:
-            raise ConfigError("dim_mults: needs at least one level")
-        for i, m in enumerate(self.dim_mults):
-            positive(m, f"dim_mults[{i}]")
-        if len(self.attention) != len(self.dim_mults):
-            raise ConfigError(
-                f"attention: needs one entry per level ({len(self.dim_mults)}), got {len(self.attention)}"
-            )
-        for i, kind in enumerate(self.attention):
-            choose(ATTENTION, kind, "attention", f"attention[{i}]")
-        positive(self.attn_heads, "attn_heads")
-        positive(self.attn_dim_head, "attn_dim_head")
-        for width in (self.dim, *(self.dim * m for m in self.dim_mults)):
-            if width % self.groups:
-                raise ConfigError(f"groups: {self.groups} does not divide channel width {width}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"dropout: must lie in [0, 1), got {self.dropout}")
-
-    @property
-    def downsamplings(self) -> int:
-        return len(self.dim_mults) - 1
+from ..specs.models import UNetConfig
+from .layers import attention_layer, scale_shift, time_mlp
 
 
 class ConvBlock(nn.Module):
@@ -182,4 +142,3 @@ class UNet(nn.Module):
             x = attn(block2(torch.cat((x, skips.pop()), dim=1), emb))
             x = up(x)
         return self.final_conv(self.final_block(torch.cat((x, stem), dim=1), emb))
-

@@ -1,0 +1,59 @@
+"""What ``missingu bench`` measures and its work (:mod:`missingu.bench` measures it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import ConfigError, positive
+from ..task import Work
+from .samplers import SamplerSpec
+from .speed import SpeedConfig
+
+PARTS = ("train", "call", "sample")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``missingu bench`` measures: ``variants`` (``eager`` or switches of ``speed`` joined by
+    ``+``), ``parts``, the input shape (``shape``; empty: the first dataset's), training batch,
+    steps timed per round after ``warmup`` untimed ones, ``rounds``, the call and sampling batch
+    sizes, the sampler, and whether to include the reference ``Unet``."""
+
+    variants: tuple[str, ...] = ("eager",)
+    parts: tuple[str, ...] = PARTS
+    shape: tuple[int, ...] = ()
+    train_batch: int = 32
+    train_steps: int = 5
+    warmup: int = 2
+    rounds: int = 2
+    call_batches: tuple[int, ...] = (1, 16)
+    call_repeats: int = 10
+    sample_batches: tuple[int, ...] = (1,)
+    sampler: SamplerSpec = field(default_factory=lambda: SamplerSpec("ddim10", "ddim", steps=10))
+    reference: bool = True
+    peak_tflops: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            raise ConfigError("bench.variants: needs at least one variant (e.g. eager)")
+        for v in self.variants:
+            SpeedConfig.parse(v)
+        for p in self.parts:
+            if p not in PARTS:
+                raise ConfigError(f"bench.parts: unknown {p!r}; allowed: {', '.join(PARTS)}")
+        if self.shape and (len(self.shape) != 3 or min(self.shape) <= 0):
+            raise ConfigError(f"bench.shape: {list(self.shape)} is not [C, H, W] with positive sizes")
+        for key in ("train_batch", "train_steps", "rounds", "call_repeats"):
+            positive(getattr(self, key), key)
+        if self.warmup < 0:
+            raise ConfigError(f"bench.warmup: must be zero or positive, got {self.warmup}")
+        for key in ("call_batches", "sample_batches"):
+            for i, b in enumerate(getattr(self, key)):
+                positive(b, f"{key}[{i}]")
+        if self.peak_tflops is not None:
+            positive(self.peak_tflops, "peak_tflops")
+
+
+def work(bench: BenchConfig) -> Work:
+    """The benchmark: one timed measurement of fixed cost per variant (its compilation included)."""
+    return Work(measurements=len(bench.variants))
