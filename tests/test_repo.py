@@ -196,3 +196,9 @@ def test_schema_name_pattern_is_the_package_one():
 
     for key in ITEMS:
         assert SCHEMA["properties"][key]["items"]["properties"]["name"]["pattern"] == NAME_PATTERN
+
+
+def test_schema_device_pattern_is_the_package_one():
+    from missingu.experiment import DEVICE
+
+    assert SCHEMA["properties"]["device"]["pattern"] == f"^({DEVICE.pattern})$"

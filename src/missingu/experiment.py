@@ -268,7 +268,7 @@ def parse_experiment(data: dict[str, Any]) -> ExperimentConfig:
     return build(ExperimentConfig, data, "")
 
 
-DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # the schema's device pattern (tested)
 
 
 def check_device(name: str) -> None:
