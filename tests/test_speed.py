@@ -181,3 +181,62 @@ def test_bench_command_writes_rows_and_says_what_it_did_not_run(tmp_path, tiny_c
     assert skipped and all(r["status"] == "not run: autocast, cuda_graphs need a CUDA device; this is cpu"
                            for r in skipped)
     assert all(r["device_name"] for r in rows)
+
+
+def test_operators_are_classed_by_name():
+    from missingu.ops import op_class
+
+    expected = {
+        "aten::convolution_backward": "convolution", "aten::mkldnn_convolution": "convolution",
+        "aten::cudnn_convolution": "convolution", "aten::native_group_norm": "normalization",
+        "aten::silu_backward": "activation", "aten::softplus": "activation",
+        "aten::_scaled_dot_product_flash_attention": "attention", "aten::addmm": "attention", "aten::bmm": "attention",
+        "Optimizer.step#AdamW.step": "optimizer", "aten::_foreach_lerp_": "optimizer",
+        "aten::copy_": "memory", "aten::cat": "memory", "aten::upsample_nearest2d": "memory",
+        "aten::add_": "elementwise", "aten::randn": "elementwise",
+        "SiluBackward0": "autograd", "autograd::engine::evaluate_function: AddBackward0": "autograd",
+        "aten::_nnpack_available": "other",
+    }
+    assert {name: op_class(name) for name in expected} == expected
+
+
+def test_op_breakdown_splits_a_training_step_into_its_operators():
+    from missingu.ops import CLASSES, class_totals, op_breakdown
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.GroupNorm(4, 8), torch.nn.SiLU(),
+                                torch.nn.Conv2d(8, 3, 3, padding=1))
+    opt = torch.optim.AdamW(model.parameters())
+    x = torch.randn(4, 3, 16, 16)
+
+    def step():
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+    rows = op_breakdown(step, torch.device("cpu"), repeats=2)
+    assert rows and all(r["self_ms"] > 0 for r in rows)
+    assert [r["self_ms"] for r in rows] == sorted((r["self_ms"] for r in rows), reverse=True)
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    convs = {r["op"]: r["calls"] for r in rows if r["op_class"] == "convolution"}
+    assert convs["aten::convolution_backward"] == 2  # per step: two layers, averaged over the two repeats
+    totals = class_totals(rows)
+    assert set(totals) == {f"{c}_ms" for c in CLASSES} | {"total_ms"}
+    assert totals["total_ms"] == pytest.approx(sum(r["self_ms"] for r in rows))
+    assert all(totals[f"{c}_ms"] > 0 for c in ("convolution", "normalization", "activation", "optimizer"))
+    assert totals["attention_ms"] == 0  # no matrix product in this network
+
+
+def test_bench_part_ops_writes_class_totals_and_each_operator(tmp_path, tiny_config_file):
+    out = tmp_path / "bench.csv"
+    assert main(["bench", "--config", str(tiny_config_file), "--out", str(out), "--parts", "ops", "--variants",
+                 "eager", "--models", "unet", "--set", "bench.train_steps=1", "--set", "bench.call_repeats=1",
+                 "--threads", "1"]) == 0
+    rows = [r for r in csv.DictReader(out.open()) if r["status"] == "ok"]
+    assert {(r["model"], r["part"]) for r in rows} == {("unet", "ops_call"), ("unet", "ops_train")}
+    assert all(float(r["total_ms"]) > 0 and float(r["convolution_ms"]) > 0 for r in rows)
+    ops = list(csv.DictReader(out.with_suffix(".ops.csv").open()))
+    assert {(r["model"], r["mode"]) for r in ops} == {("unet", "call"), ("unet", "train")}
+    assert all(r["device_name"] and r["op"] and r["op_class"] for r in ops)
+    train = next(r for r in rows if r["part"] == "ops_train")
+    assert sum(float(r["self_ms"]) for r in ops if r["mode"] == "train") == pytest.approx(float(train["total_ms"]))

@@ -39,8 +39,9 @@ from .config import ConfigError, to_dict
 from .diffusion import Diffusion
 from .measure import environment, kernel_ops_per_call, sync, time_fn, train_flops_per_image
 from .models import UNetConfig, compatible, model_from_spec
+from .ops import class_totals, op_breakdown
 from .samplers import SamplerSpec, sample
-from .specs.bench import PARTS, BenchConfig, work  # noqa: F401  (re-exported)
+from .specs.bench import DEFAULT_PARTS, PARTS, BenchConfig, work  # noqa: F401  (re-exported)
 from .speed import FastDenoiser, SpeedConfig, compile_module, optimizer, prepare_model, to_layout
 from .task import Result, format_shape
 
@@ -169,11 +170,14 @@ def run_bench(
     device: torch.device,
     models: Sequence[str] | None = None,
     on_row: Callable[[list[dict]], None] | None = None,
+    op_rows: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every part of ``bench`` for every model and variant; ``on_row(rows)`` after each row.
 
     A variant that fails for a model (a compile error, say) gives a row whose ``status`` names the
-    error; out-of-memory is reported as such. The other rows are still measured."""
+    error; out-of-memory is reported as such. The other rows are still measured. Part ``ops`` adds
+    the self time per operator class of a call and of a training step as rows (``ops_call``,
+    ``ops_train``) and appends each operator's row to ``op_rows``."""
     shape = tuple(bench.shape) or (cfg.datasets[0].channels, cfg.datasets[0].size, cfg.datasets[0].size)
     models_, ref_note = entries(cfg, shape, models, bench)
     if not models_:
@@ -209,7 +213,42 @@ def run_bench(
             _bench_train(models_, speed, variant, shape, bench, diffusion, device, flops, peak, peak_source, emit)
         if "call" in bench.parts or "sample" in bench.parts:
             _bench_inference(models_, speed, variant, shape, bench, diffusion, device, kernels, emit)
+        if "ops" in bench.parts:
+            for e in models_:
+                for mode, batch, ops in _bench_ops(e, speed, shape, bench, diffusion, device):
+                    if isinstance(ops, str):
+                        emit(e, variant, f"ops_{mode}", batch=batch, status=ops)
+                        continue
+                    emit(e, variant, f"ops_{mode}", batch=batch, **class_totals(ops))
+                    if op_rows is not None:
+                        op_rows += [{**env, "model": e.name, "variant": variant, "mode": mode, "batch": batch, **r}
+                                    for r in ops]
     return rows
+
+
+def _bench_ops(e: Entry, speed: SpeedConfig, shape: Sequence[int], bench: BenchConfig, diffusion: Diffusion,
+               device: torch.device) -> list[tuple[str, int, list[dict[str, Any]] | str]]:
+    """Where the time of one call (at the largest call batch, ``call_repeats`` profiled) and of one
+    training step (``train_batch``, ``train_steps`` profiled) goes: :func:`missingu.ops.op_breakdown`,
+    or the error that stopped it."""
+    out: list[tuple[str, int, list[dict[str, Any]] | str]] = []
+    batch = max(bench.call_batches)
+    for mode in ("call", "train"):
+        try:
+            if mode == "call":
+                den = FastDenoiser(_fresh(e, device), speed, device)
+                x, t = torch.randn(batch, *shape, device=device), torch.full((batch,), 500, device=device)
+                out.append((mode, batch, op_breakdown(lambda d=den, x=x, t=t: d(x, t), device, bench.call_repeats,
+                                                      max(bench.warmup, 1))))
+            else:
+                trainer = _Trainer(e, speed, shape, bench.train_batch, diffusion, device)
+                out.append((mode, bench.train_batch, op_breakdown(trainer.step, device, bench.train_steps,
+                                                                  max(bench.warmup, 1))))
+        except RuntimeError as err:  # compile failures and out-of-memory: reported as the row's status
+            out.append((mode, batch if mode == "call" else bench.train_batch, _error(err)))
+        finally:
+            _cleanup(device)
+    return out
 
 
 def _cleanup(device: torch.device) -> None:
@@ -323,7 +362,9 @@ def run(cfg: Any, bench: BenchConfig, device: torch.device, models: Sequence[str
         on_row: Callable[[list[dict]], None] | None = None) -> Result:
     """The benchmark (:func:`run_bench`) as a :class:`~missingu.task.Result`: its rows, and a record
     of the settings, the device and how many rows failed."""
-    rows = run_bench(cfg, bench, device, models=models, on_row=on_row)
+    op_rows: list[dict[str, Any]] = []
+    rows = run_bench(cfg, bench, device, models=models, on_row=on_row, op_rows=op_rows)
     failed = [r for r in rows if str(r["status"]).startswith("failed")]
     return Result(rows=rows, record={"bench": to_dict(bench), "device_name": rows[0]["device_name"] if rows else None,
-                                     "rows": len(rows), "failed": len(failed)})
+                                     "rows": len(rows), "failed": len(failed)},
+                  tables={"ops": op_rows} if "ops" in bench.parts else {})

@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", metavar="NAME,...", help="only these model entries (the reference follows the U-Net)")
     p.add_argument("--variants", metavar="V,...",
                    help="instead of bench.variants: eager, or speed switches joined by '+' (autocast+compile)")
-    p.add_argument("--parts", metavar="P,...", help="instead of bench.parts: train, call, sample")
+    p.add_argument("--parts", metavar="P,...", help="instead of bench.parts: train, call, sample, ops")
+    p.add_argument("--ops-out", type=Path, help="with part ops: each operator's self time (CSV; default: "
+                   "OUT with .ops.csv for .csv)")
     p.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for MFU")
     options.device(p)
 
@@ -38,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     log.info("benchmarking on %s: variants %s, parts %s", device, ", ".join(bench.variants), ", ".join(bench.parts))
     result = bench_.run(cfg, bench, device, models=options.names(args.models),
                         on_row=lambda so_far: write_rows(so_far, args.out))
-    write_result(result, {"rows": args.out})
+    paths = {"rows": args.out}
+    if "ops" in result.tables:
+        paths["ops"] = args.ops_out or args.out.with_suffix(".ops.csv")
+        log.info("operators' self times: %s", paths["ops"])
+    write_result(result, paths)
     for r in result.rows:  # failures are kept as rows (the table shows them), not a failed job
         if str(r["status"]).startswith("failed"):
             log.error("bench %s %s %s: %s", r["model"], r["variant"], r["part"], r["status"])

@@ -9,18 +9,21 @@ from ..task import Work
 from .samplers import SamplerSpec
 from .speed import SpeedConfig
 
-PARTS = ("train", "call", "sample")
+PARTS = ("train", "call", "sample", "ops")
+#: what `bench.parts` measures unless asked: `ops` (where the time goes, missingu.ops) only on request
+DEFAULT_PARTS = ("train", "call", "sample")
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """What ``missingu bench`` measures: ``variants`` (``eager`` or switches of ``speed`` joined by
-    ``+``), ``parts``, the input shape (``shape``; empty: the first dataset's), training batch,
-    steps timed per round after ``warmup`` untimed ones, ``rounds``, the call and sampling batch
-    sizes, the sampler, and whether to include the reference ``Unet``."""
+    ``+``), ``parts`` (``ops``, where the time goes per operator, only when asked), the input shape
+    (``shape``; empty: the first dataset's), training batch, steps timed per round after ``warmup``
+    untimed ones, ``rounds``, the call and sampling batch sizes, the sampler, and whether to
+    include the reference ``Unet``."""
 
     variants: tuple[str, ...] = ("eager",)
-    parts: tuple[str, ...] = PARTS
+    parts: tuple[str, ...] = DEFAULT_PARTS
     shape: tuple[int, ...] = ()
     train_batch: int = 32
     train_steps: int = 5
