@@ -4,11 +4,16 @@
 # run from the repository root on a CUDA machine (PYTHONPATH=src is set here; the package's
 # dependencies must be importable). Each part has its own time limit, the last one takes what is
 # left of SECONDS (default 580); a part that fails or runs out of time leaves the others' files.
+# PARTS picks parts by name (default: checks,inference,train,profile,compile); also:
+#   ops      where a call (batch 64) and a training step (batch 128) spend their time, per operator
+#            and operator class (torch.profiler), our U-Net beside the reference Unet, fp32 and bf16
+#   batch1   one call at batch 1 of the U-Net and the cU-Net with CUDA graphs, eager and compiled
 set -u
 OUT=${1:?usage: scripts/measure_gpu.sh OUT_DIR [SECONDS]}
 BUDGET=${2:-580}
 CFG=${CFG:-config/paper.yaml}
 MODELS=${MODELS:-unet,cunet}
+PARTS=${PARTS:-checks,inference,train,profile,compile}
 PY=${PYTHON:-python3}
 START=$(date +%s)
 mkdir -p "$OUT"
@@ -17,6 +22,7 @@ log() { echo "== $(date +%T) +$(( $(date +%s) - START ))s $*" | tee -a "$OUT/log
 # part NAME LIMIT_S STDOUT_FILE CMD...
 part() {
   local name=$1 limit=$2 out=$3; shift 3
+  [[ ",$PARTS," == *",$name,"* ]] || return 0
   local left=$(( START + BUDGET - $(date +%s) ))
   (( limit > left )) && limit=$left
   if (( limit < 20 )); then log "skip $name: ${left}s left"; return; fi
@@ -38,4 +44,9 @@ part profile 110 "$OUT/log.txt" "$PY" -m missingu.cli profile --config "$CFG" --
   --set profile.sample_batch=1 --out "$OUT/profile.csv" --no-progress
 part compile 600 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models "$MODELS" --parts train,call \
   --variants autocast+channels_last+fused_adamw+data_on_device+sdpa+compile --out "$OUT/bench_compile.csv"
+part ops 150 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models unet --parts ops \
+  --variants eager,autocast --set "bench.call_batches=[64]" --set bench.train_batch=128 --out "$OUT/bench_ops.csv"
+part batch1 300 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models unet,cunet --parts call \
+  --variants autocast+channels_last+cuda_graphs,autocast+channels_last+cuda_graphs+compile \
+  --set "bench.call_batches=[1]" --out "$OUT/bench_batch1.csv"
 log "done"
