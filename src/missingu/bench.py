@@ -41,7 +41,7 @@ from .measure import environment, kernel_ops_per_call, sync, time_fn, train_flop
 from .models import UNetConfig, compatible, model_from_spec
 from .ops import class_totals, op_breakdown
 from .samplers import SamplerSpec, sample
-from .specs.bench import DEFAULT_PARTS, PARTS, BenchConfig, work  # noqa: F401  (re-exported)
+from .specs.bench import PARTS, BenchConfig, work  # noqa: F401  (re-exported)
 from .speed import FastDenoiser, SpeedConfig, compile_module, optimizer, prepare_model, to_layout
 from .task import Result, format_shape
 
@@ -231,24 +231,27 @@ def _bench_ops(e: Entry, speed: SpeedConfig, shape: Sequence[int], bench: BenchC
     """Where the time of one call (at the largest call batch, ``call_repeats`` profiled) and of one
     training step (``train_batch``, ``train_steps`` profiled) goes: :func:`missingu.ops.op_breakdown`,
     or the error that stopped it."""
+    def call(batch: int) -> Callable[[], Any]:
+        den, (x, t) = FastDenoiser(_fresh(e, device), speed, device), _call_inputs(batch, shape, device)
+        return lambda: den(x, t)
+
+    jobs = (("call", max(bench.call_batches), bench.call_repeats, call),
+            ("train", bench.train_batch, bench.train_steps,
+             lambda batch: _Trainer(e, speed, shape, batch, diffusion, device).step))
     out: list[tuple[str, int, list[dict[str, Any]] | str]] = []
-    batch = max(bench.call_batches)
-    for mode in ("call", "train"):
+    for mode, batch, repeats, make in jobs:
         try:
-            if mode == "call":
-                den = FastDenoiser(_fresh(e, device), speed, device)
-                x, t = torch.randn(batch, *shape, device=device), torch.full((batch,), 500, device=device)
-                out.append((mode, batch, op_breakdown(lambda d=den, x=x, t=t: d(x, t), device, bench.call_repeats,
-                                                      max(bench.warmup, 1))))
-            else:
-                trainer = _Trainer(e, speed, shape, bench.train_batch, diffusion, device)
-                out.append((mode, bench.train_batch, op_breakdown(trainer.step, device, bench.train_steps,
-                                                                  max(bench.warmup, 1))))
+            out.append((mode, batch, op_breakdown(make(batch), device, repeats, max(bench.warmup, 1))))
         except RuntimeError as err:  # compile failures and out-of-memory: reported as the row's status
-            out.append((mode, batch if mode == "call" else bench.train_batch, _error(err)))
+            out.append((mode, batch, _error(err)))
         finally:
             _cleanup(device)
     return out
+
+
+def _call_inputs(batch: int, shape: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A call's inputs: ``batch`` Gaussian images of ``shape`` at step 500."""
+    return torch.randn(batch, *shape, device=device), torch.full((batch,), 500, device=device)
 
 
 def _cleanup(device: torch.device) -> None:
@@ -305,8 +308,7 @@ def _bench_inference(models_, speed, variant, shape, bench, diffusion, device, k
     spec: SamplerSpec = bench.sampler
     if "call" in bench.parts:
         for batch in bench.call_batches:
-            x = torch.randn(batch, *shape, device=device)
-            t = torch.full((batch,), 500, device=device)
+            x, t = _call_inputs(batch, shape, device)
             results: dict[str, list[float] | str] = {n: [] for n in denoisers}
             for _ in range(bench.rounds):
                 for name, den in denoisers.items():
