@@ -11,6 +11,7 @@ from torch import nn
 from ..config import build, choose
 from ..specs.models import (  # noqa: F401  (re-exported: the configs and checks live where a config is read)
     ARCHITECTURE_SPECS,
+    ArchitectureSpec,
     CUNetConfig,
     DDPMUNetConfig,
     ModelSpec,
@@ -25,17 +26,15 @@ from .unet import UNet
 
 
 @dataclass(frozen=True)
-class Architecture:
-    """A denoiser family: its config dataclass, its module class and named option presets."""
+class Architecture(ArchitectureSpec):
+    """A denoiser family: its config dataclass and named option presets (its spec), and its module class."""
 
-    config_cls: type
     module_cls: type[nn.Module]
-    presets: Mapping[str, Mapping[str, Any]]
 
 
 MODULES: dict[str, type[nn.Module]] = {"unet": UNet, "cunet": CUNet, "ddpm": DDPMUNet}
 ARCHITECTURES: dict[str, Architecture] = {
-    name: Architecture(spec.config_cls, MODULES[name], spec.presets) for name, spec in ARCHITECTURE_SPECS.items()
+    name: Architecture(**vars(spec), module_cls=MODULES[name]) for name, spec in ARCHITECTURE_SPECS.items()
 }
 
 
