@@ -19,6 +19,17 @@ DYNAMICS = ("second_order", "augmented_first_order")
 EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "rk4": 4}
 
 
+def _check_levels(mults: Sequence[int], key: str, attention: Sequence[str]) -> None:
+    """A U-Net's width multiplier per level (``key``): at least one, each positive, and one
+    ``attention`` entry per level."""
+    if not mults:
+        raise ConfigError(f"{key}: needs at least one level")
+    for i, m in enumerate(mults):
+        positive(m, f"{key}[{i}]")
+    if len(attention) != len(mults):
+        raise ConfigError(f"attention: needs one entry per level ({len(mults)}), got {len(attention)}")
+
+
 @dataclass(frozen=True)
 class SolverConfig:
     """How an ODE block is integrated over ``s in [0, 1]``: a fixed-step method with
@@ -52,14 +63,7 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         positive(self.dim, "dim")
-        if not self.dim_mults:
-            raise ConfigError("dim_mults: needs at least one level")
-        for i, m in enumerate(self.dim_mults):
-            positive(m, f"dim_mults[{i}]")
-        if len(self.attention) != len(self.dim_mults):
-            raise ConfigError(
-                f"attention: needs one entry per level ({len(self.dim_mults)}), got {len(self.attention)}"
-            )
+        _check_levels(self.dim_mults, "dim_mults", self.attention)
         for i, kind in enumerate(self.attention):
             choose(dict.fromkeys(ATTENTION_KINDS), kind, "attention", f"attention[{i}]")
         positive(self.attn_heads, "attn_heads")
@@ -163,12 +167,7 @@ class DDPMUNetConfig:
         positive(self.ch, "ch")
         positive(self.num_res_blocks, "num_res_blocks")
         positive(self.groups, "groups")
-        if not self.ch_mult:
-            raise ConfigError("ch_mult: needs at least one level")
-        for i, m in enumerate(self.ch_mult):
-            positive(m, f"ch_mult[{i}]")
-        if len(self.attention) != len(self.ch_mult):
-            raise ConfigError(f"attention: needs one entry per level ({len(self.ch_mult)}), got {len(self.attention)}")
+        _check_levels(self.ch_mult, "ch_mult", self.attention)
         for i, kind in enumerate(self.attention):
             choose(_ATTENTION, kind, "attention (DDPM U-Net)", f"attention[{i}]")
         if not 0 <= self.dropout < 1:
