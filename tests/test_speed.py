@@ -139,6 +139,36 @@ def test_compiled_models_train_and_predict_like_eager():
         assert (out_c - out_e).abs().max().item() < 1e-5, arch
 
 
+def test_compiling_the_ode_functions_alone_keeps_the_cunet_and_its_state_dict():
+    """``speed.compile_ode`` compiles each ODE block's function in place (backend ``aot_eager``
+    here, as above): the same loss, gradients and outputs as eager, the same state-dict names, and
+    nothing compiled in a network without ODE blocks."""
+    from missingu.speed import compile_ode_functions
+
+    d = Diffusion()
+    x0, noise, t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.tensor([3, 40])
+    model = _tiny("cunet", solver="euler", solver_steps=2).train()
+    names = list(model.state_dict())
+    results = []
+    for compiled in (False, True):
+        if compiled:
+            blocks = sum(type(m).__name__ == "ODEBlock" for m in model.modules())
+            assert compile_ode_functions(model, backend="aot_eager") == blocks >= 2  # one per block
+        model.zero_grad(set_to_none=True)
+        loss = d.loss(model, x0, t, noise)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((loss.detach(), grads, model(x0, t).detach()))
+    (loss_e, grad_e, out_e), (loss_c, grad_c, out_c) = results
+    assert torch.allclose(loss_c, loss_e, rtol=1e-5, atol=1e-7)
+    assert ((grad_c - grad_e).norm() / grad_e.norm()).item() < 1e-4
+    assert (out_c - out_e).abs().max().item() < 1e-5
+    assert list(model.state_dict()) == names
+    assert all(m._compiled_call_impl is not None for m in model.modules() if type(m).__name__ == "ODEFunc")
+    assert compile_ode_functions(_tiny("unet"), backend="aot_eager") == 0
+    assert SpeedConfig.parse("compile_ode+channels_last").compile_ode
+
+
 def test_compile_module_is_torch_compile_without_mix_order_reductions():
     import torch._inductor.config as inductor
 

@@ -14,6 +14,9 @@ Parts (each row written to the CSV as soon as it is measured):
   an eager forward runs (views left out; about its kernel launches on a GPU, whose fixed cost
   dominates at batch 1).
 * ``sample``: seconds per image of a whole sampler run (``bench.sampler``) at each batch size.
+* ``ops`` (on request): where a call's and a training step's time goes, per operator (:mod:`missingu.ops`).
+* ``curve`` (on request): each network trained ``bench.curve_steps`` steps with the same data, seed
+  and recipe, its loss per step (:mod:`missingu.curve`): whether the faster one trains the same.
 
 Fairness: all models of one variant are built before timing, and each of ``rounds`` rounds times
 every model in turn, so slow drifts of clock or temperature hit all of them alike; the reported
@@ -36,6 +39,7 @@ from torch import nn
 
 from .batches import BatchSource, step_generator
 from .config import ConfigError, to_dict
+from .curve import curves, summary
 from .diffusion import Diffusion
 from .measure import environment, kernel_ops_per_call, sync, time_fn, train_flops_per_image
 from .models import UNetConfig, compatible, model_from_spec
@@ -170,14 +174,16 @@ def run_bench(
     device: torch.device,
     models: Sequence[str] | None = None,
     on_row: Callable[[list[dict]], None] | None = None,
-    op_rows: list[dict[str, Any]] | None = None,
+    tables: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every part of ``bench`` for every model and variant; ``on_row(rows)`` after each row.
 
     A variant that fails for a model (a compile error, say) gives a row whose ``status`` names the
     error; out-of-memory is reported as such. The other rows are still measured. Part ``ops`` adds
     the self time per operator class of a call and of a training step as rows (``ops_call``,
-    ``ops_train``) and appends each operator's row to ``op_rows``."""
+    ``ops_train``) and each operator's row to ``tables["ops"]``; part ``curve`` a summary row per
+    network and each step's row to ``tables["curve"]``."""
+    tables = {} if tables is None else tables
     shape = tuple(bench.shape) or (cfg.datasets[0].channels, cfg.datasets[0].size, cfg.datasets[0].size)
     models_, ref_note = entries(cfg, shape, models, bench)
     if not models_:
@@ -220,9 +226,17 @@ def run_bench(
                         emit(e, variant, f"ops_{mode}", batch=batch, status=ops)
                         continue
                     emit(e, variant, f"ops_{mode}", batch=batch, **class_totals(ops))
-                    if op_rows is not None:
-                        op_rows += [{**env, "model": e.name, "variant": variant, "mode": mode, "batch": batch, **r}
-                                    for r in ops]
+                    tables.setdefault("ops", []).extend(
+                        {**env, "model": e.name, "variant": variant, "mode": mode, "batch": batch, **r} for r in ops)
+        if "curve" in bench.parts:
+            data, got = curves(models_, cfg, bench, speed, shape, diffusion, device)
+            for e in models_:
+                r = got[e.name]
+                emit(e, variant, "curve", batch=bench.train_batch, data=data.name,
+                     **({"status": r} if isinstance(r, str) else summary(r)))
+                if not isinstance(r, str):
+                    tables.setdefault("curve", []).extend({**env, "model": e.name, "variant": variant, **x} for x in r)
+            _cleanup(device)
     return rows
 
 
@@ -364,9 +378,9 @@ def run(cfg: Any, bench: BenchConfig, device: torch.device, models: Sequence[str
         on_row: Callable[[list[dict]], None] | None = None) -> Result:
     """The benchmark (:func:`run_bench`) as a :class:`~missingu.task.Result`: its rows, and a record
     of the settings, the device and how many rows failed."""
-    op_rows: list[dict[str, Any]] = []
-    rows = run_bench(cfg, bench, device, models=models, on_row=on_row, op_rows=op_rows)
+    tables: dict[str, list[dict[str, Any]]] = {}
+    rows = run_bench(cfg, bench, device, models=models, on_row=on_row, tables=tables)
     failed = [r for r in rows if str(r["status"]).startswith("failed")]
     return Result(rows=rows, record={"bench": to_dict(bench), "device_name": rows[0]["device_name"] if rows else None,
                                      "rows": len(rows), "failed": len(failed)},
-                  tables={"ops": op_rows} if "ops" in bench.parts else {})
+                  tables={name: tables.get(name, []) for name in ("ops", "curve") if name in bench.parts})

@@ -23,9 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", metavar="NAME,...", help="only these model entries (the reference follows the U-Net)")
     p.add_argument("--variants", metavar="V,...",
                    help="instead of bench.variants: eager, or speed switches joined by '+' (autocast+compile)")
-    p.add_argument("--parts", metavar="P,...", help="instead of bench.parts: train, call, sample, ops")
+    p.add_argument("--parts", metavar="P,...", help="instead of bench.parts: train, call, sample, ops, curve")
     p.add_argument("--ops-out", type=Path, help="with part ops: each operator's self time (CSV; default: "
                    "OUT with .ops.csv for .csv)")
+    p.add_argument("--curve-out", type=Path, help="with part curve: each network's loss per step (CSV; default: "
+                   "OUT with .curve.csv for .csv)")
     p.add_argument("--peak-tflops", type=float, help="the device's peak dense bf16 TFLOP/s, for MFU")
     options.device(p)
 
@@ -41,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
     result = bench_.run(cfg, bench, device, models=options.names(args.models),
                         on_row=lambda so_far: write_rows(so_far, args.out))
     paths = {"rows": args.out}
-    if "ops" in result.tables:
-        paths["ops"] = args.ops_out or args.out.with_suffix(".ops.csv")
-        log.info("operators' self times: %s", paths["ops"])
+    for name, given, what in (("ops", args.ops_out, "operators' self times"), ("curve", args.curve_out, "loss curves")):
+        if name in result.tables:
+            paths[name] = given or args.out.with_suffix(f".{name}.csv")
+            log.info("%s: %s", what, paths[name])
     write_result(result, paths)
     for r in result.rows:  # failures are kept as rows (the table shows them), not a failed job
         if str(r["status"]).startswith("failed"):

@@ -24,6 +24,7 @@ class SpeedConfig:
     autocast: bool = False
     channels_last: bool = False
     compile: bool = False
+    compile_ode: bool = False
     fused_adamw: bool = False
     sdpa: bool = False
     cuda_graphs: bool = False
