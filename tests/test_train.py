@@ -146,6 +146,21 @@ def test_checkpoint_interval_may_change_on_resume(tmp_path, tiny_config):
     assert out.resumed_from == 2
 
 
+def test_a_resume_state_is_read_onto_the_cpu_whatever_the_device(tmp_path, tiny_config, monkeypatch):
+    """load_state_dict puts each tensor on its parameter's device; read onto the GPU, unfused
+    AdamW's step counts would stay there and be read back to the host every step."""
+    import missingu.train as train_module
+
+    model, diffusion, images = _setup(tiny_config)
+    train(model, diffusion, images, TrainConfig(steps=2, batch_size=4, checkpoint_every=2), tmp_path, progress=False)
+    seen = []
+    real = train_module.load_torch
+    monkeypatch.setattr(train_module, "load_torch", lambda path, **kw: seen.append(kw) or real(path, **kw))
+    out = train(model, diffusion, images, TrainConfig(steps=3, batch_size=4, checkpoint_every=2), tmp_path,
+                progress=False)
+    assert out.resumed_from == 2 and [kw["map_location"] for kw in seen] == ["cpu"]
+
+
 def test_nan_loss_names_the_step(tmp_path, tiny_config):
     model, diffusion, images = _setup(tiny_config, "unet")
     tcfg = TrainConfig(steps=10, batch_size=4, checkpoint_every=2, log_every=1)

@@ -115,13 +115,15 @@ def _set_aside(resume_path: Path, saved_meta: Mapping[str, Any]) -> Path:
 
 
 def _resume_state(
-    path: Path, meta: Mapping[str, Any], steps: int, on_config_change: str, device: torch.device, move: bool = True
+    path: Path, meta: Mapping[str, Any], steps: int, on_config_change: str, move: bool = True
 ) -> dict[str, Any] | None:
     """The resume state at ``path`` when it belongs to this run; ``None`` when there is none or
     (``on_config_change="restart"``) it was set aside; else a ``ConfigError`` naming the difference."""
     if not path.exists():
         return None
-    state = load_torch(path, map_location=device, what="a resume state written by missingu train")
+    # On the CPU: load_state_dict copies each tensor to its parameter's device, and the optimizer's
+    # step counts stay CPU scalars (unfused AdamW reads a GPU one back to the host every step).
+    state = load_torch(path, map_location="cpu", what="a resume state written by missingu train")
     difference = config_difference(state["meta"], meta)
     if difference is None and state["step"] > steps:
         difference = f"train.steps: the checkpoint is at step {state['step']}, beyond the {steps} asked now"
@@ -199,7 +201,7 @@ def train(
 
     start, history, elapsed, window = 0, [], 0.0, [0.0, 0]
     last_saved: int | None = None
-    state = _resume_state(resume_path, meta, config.steps, on_config_change, device, move=main)
+    state = _resume_state(resume_path, meta, config.steps, on_config_change, move=main)
     if state is not None:
         model.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
