@@ -7,7 +7,15 @@
 # PARTS picks parts by name (default: checks,inference,train,profile,compile); also:
 #   ops      where a call (batch 64) and a training step (batch 128) spend their time, per operator
 #            and operator class (torch.profiler), our U-Net beside the reference Unet, fp32 and bf16
-#   batch1   one call at batch 1 of the U-Net and the cU-Net with CUDA graphs, eager and compiled
+#   batch1   one call at batch 1 of the U-Net and the cU-Net with CUDA graphs: eager, compiled, and
+#            (the cU-Net) its ODE functions compiled alone
+#   compile_ode  the cU-Net's training and calls with its ODE functions compiled alone
+#   curve    the 1,000-step loss curves of our U-Net and the reference Unet (same data, seed, recipe)
+#   pipeline the whole DAG on CUDA (scripts/gpu_pipeline.sh, config/gpu_smoke.yaml) in OUT_DIR/pipeline
+# WHEELS=DIR (default .whl, if it exists; WHEELS= skips) holds wheels the machine lacks
+# (scripts/gpu_wheels.py): installed first into /tmp/site, which goes on PYTHONPATH.
+# TAR=FILE packs OUT_DIR into one FILE (.tar.gz; checkpoints and prepared data left out) after every
+# part, for a machine that returns only a few files: TAR=$OUT/measured.tar.gz scripts/measure_gpu.sh /tmp/m
 set -u
 OUT=${1:?usage: scripts/measure_gpu.sh OUT_DIR [SECONDS]}
 BUDGET=${2:-580}
@@ -29,7 +37,19 @@ part() {
   log "start $name (limit ${limit}s)"
   timeout "$limit" "$@" >> "$out" 2>> "$OUT/log.txt"
   log "end $name: exit $?"
+  pack
 }
+pack() {
+  [[ -n "${TAR:-}" ]] || return 0
+  tar -czf "$TAR.part" --exclude='*.pt' --exclude='*/results/data' --exclude='.snakemake' -C "$OUT" . && mv "$TAR.part" "$TAR"
+}
+WHEELS=${WHEELS-.whl}
+if [[ -n "$WHEELS" && -d "$WHEELS" ]]; then
+  log "installing the wheels of $WHEELS into /tmp/site"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$WHEELS"/*.whl >> "$OUT/log.txt" 2>&1 || log "installing the wheels failed"
+  export PYTHONPATH="$PYTHONPATH:/tmp/site" JUPYTER_PATH=/tmp/site/share/jupyter PATH="$PATH:/tmp/site/bin"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >> "$OUT/log.txt" 2>&1
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" >> "$OUT/log.txt" 2>&1
 
@@ -47,6 +67,12 @@ part compile 600 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --mo
 part ops 150 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models unet --parts ops \
   --variants eager,autocast --set "bench.call_batches=[64]" --set bench.train_batch=128 --out "$OUT/bench_ops.csv"
 part batch1 300 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models unet,cunet --parts call \
-  --variants autocast+channels_last+cuda_graphs,autocast+channels_last+cuda_graphs+compile \
+  --variants autocast+channels_last+cuda_graphs,autocast+channels_last+cuda_graphs+compile_ode,autocast+channels_last+cuda_graphs+compile \
   --set "bench.call_batches=[1]" --out "$OUT/bench_batch1.csv"
+part compile_ode 240 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models cunet --parts train,call \
+  --variants autocast+channels_last+fused_adamw+data_on_device+sdpa+compile_ode --out "$OUT/bench_compile_ode.csv"
+part curve 300 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models unet --parts curve \
+  --variants autocast+fused_adamw+data_on_device --set bench.curve_data=${CURVE_DATA:-photos} --out "$OUT/bench_curve.csv"
+part pipeline 560 "$OUT/pipeline.log" env WHEELS= scripts/gpu_pipeline.sh "$OUT/pipeline" "${PIPELINE_CFG:-config/gpu_smoke.yaml}"
 log "done"
+pack
