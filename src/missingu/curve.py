@@ -21,16 +21,18 @@ import logging
 import math
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .config import ConfigError
 from .data import load_split
 from .diffusion import Diffusion
+from .specs.bench import BenchConfig
 from .specs.data import DatasetSpec
 from .speed import SpeedConfig
 from .train import LOSS_FILE, train
@@ -61,14 +63,17 @@ def window(losses: Sequence[float], first: bool) -> tuple[float, float, int]:
     return statistics.fmean(part), se, n
 
 
-def train_curve(build, cfg: Any, unet: str, bench: Any, speed: SpeedConfig, data: DatasetSpec,
-                images: torch.Tensor, diffusion: Diffusion, device: torch.device) -> list[dict[str, Any]]:
+def train_curve(
+    build: Callable[[], nn.Module], cfg: Any, unet: str, bench: BenchConfig, speed: SpeedConfig,
+    data: DatasetSpec, images: torch.Tensor, diffusion: Diffusion, device: torch.device,
+) -> list[dict[str, Any]]:
     """Train ``build()`` (a fresh network) with the curves' recipe; its loss per step."""
     recipe = replace(cfg.train_for(unet), steps=bench.curve_steps, batch_size=bench.train_batch, gpus=1,
                      amp=speed.autocast, log_every=1, checkpoint_every=bench.curve_steps)
     torch.manual_seed(cfg.seed)
     model = build()
-    trainer_log, level = logging.getLogger("missingu.train"), logging.getLogger("missingu.train").level
+    trainer_log = logging.getLogger("missingu.train")
+    level = trainer_log.level
     trainer_log.setLevel(logging.WARNING)  # a line per step otherwise: the curve's rows hold them
     try:
         with tempfile.TemporaryDirectory(prefix="missingu-curve-") as tmp:
@@ -80,7 +85,7 @@ def train_curve(build, cfg: Any, unet: str, bench: Any, speed: SpeedConfig, data
         trainer_log.setLevel(level)
 
 
-def curves(entries: Sequence[Any], cfg: Any, bench: Any, speed: SpeedConfig, shape: Sequence[int],
+def curves(entries: Sequence[Any], cfg: Any, bench: BenchConfig, speed: SpeedConfig, shape: Sequence[int],
            diffusion: Diffusion, device: torch.device) -> tuple[DatasetSpec, dict[str, list[dict[str, Any]] | str]]:
     """Each entry's curve (or the error that stopped it), and the dataset they trained on."""
     unet = next((e.name for e in entries if e.arch == "unet"), None)
