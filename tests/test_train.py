@@ -161,6 +161,25 @@ def test_a_resume_state_is_read_onto_the_cpu_whatever_the_device(tmp_path, tiny_
     assert out.resumed_from == 2 and [kw["map_location"] for kw in seen] == ["cpu"]
 
 
+def test_a_run_resumed_in_another_precision_says_so_and_goes_on(tmp_path, tiny_config, caplog):
+    from missingu.io import save_torch
+
+    model, diffusion, images = _setup(tiny_config)
+    train(model, diffusion, images, TrainConfig(steps=2, batch_size=4, checkpoint_every=2), tmp_path, progress=False)
+    state = _state(tmp_path / "resume.pt")
+    assert state["precision"] == "fp32"  # amp applies on CUDA only
+    with caplog.at_level("WARNING", logger="missingu.train"):
+        train(model, diffusion, images, TrainConfig(steps=2, batch_size=4, checkpoint_every=2), tmp_path,
+              progress=False)
+    assert "was trained in" not in caplog.text  # the same precision: nothing to say
+    save_torch({**state, "precision": "bf16"}, tmp_path / "resume.pt")  # as if trained on a GPU
+    with caplog.at_level("WARNING", logger="missingu.train"):
+        out = train(model, diffusion, images, TrainConfig(steps=3, batch_size=4, checkpoint_every=2), tmp_path,
+                    progress=False)
+    assert out.resumed_from == 2
+    assert "was trained in bf16; it continues in fp32 on cpu" in caplog.text
+
+
 def test_nan_loss_names_the_step(tmp_path, tiny_config):
     model, diffusion, images = _setup(tiny_config, "unet")
     tcfg = TrainConfig(steps=10, batch_size=4, checkpoint_every=2, log_every=1)

@@ -198,6 +198,7 @@ def train(
     use_amp = config.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype] if use_amp else "fp32"
 
     start, history, elapsed, window = 0, [], 0.0, [0.0, 0]
     last_saved: int | None = None
@@ -206,7 +207,11 @@ def train(
         model.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        saved = state.get("precision", precision)  # a resume state from before the key: the same
+        if saved != precision:  # another device (CPU to GPU, say): the run goes on, in this precision
+            log.warning("%s was trained in %s; it continues in %s on %s", resume_path, saved, precision, device)
+        if state["scaler"]:  # a disabled scaler's state is empty: an enabled one starts afresh
+            scaler.load_state_dict(state["scaler"])
         start, history, elapsed = state["step"], list(state["history"]), state["elapsed"]
         window, last_saved = list(state["window"]), start
         log.info("resuming %s from step %d of %d", out_dir, start, config.steps)
@@ -225,7 +230,8 @@ def train(
         save_torch(
             {
                 "step": step, "model": model.state_dict(), "ema": ema.model.state_dict(),
-                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "history": history,
+                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "precision": precision,
+                "history": history,
                 "elapsed": elapsed, "window": window, "meta": meta, "version": __version__,
             },
             resume_path,
