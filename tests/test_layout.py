@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from missingu.cli import COMMANDS
+from missingu.cli import command as command_module
 from missingu.experiment import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,9 +89,11 @@ def test_every_command_belongs_to_one_stage():
     # `claims` is the end of the run (every stage's verdicts in one table) and `plan` what comes
     # before it (every stage's jobs and their cost): neither is a stage
     assert set(COMMANDS) == set(owners) | {"claims", "plan"}
-    for name, module in COMMANDS.items():
+    for name, help_ in COMMANDS.items():
+        module = command_module(name)
         assert module.__name__ == f"missingu.cli.{name.replace('-', '_')}"
-        assert callable(module.add_arguments) and callable(module.run) and module.HELP
+        assert callable(module.add_arguments) and callable(module.run) and help_
+        assert not hasattr(module, "HELP")  # one place: the table
 
 
 def test_stage_modules_import_no_other_stage_module():
@@ -148,6 +151,19 @@ def test_the_workflow_parse_and_the_plan_import_no_torch():
     out = subprocess.run([sys.executable, "-c", code.replace("for m in", "import missingu.models\nfor m in", 1)],
                          capture_output=True, text=True, check=True).stdout
     assert "torch" in out
+
+
+def test_the_command_list_and_the_plan_command_start_without_torch():
+    """`missingu --help` and `missingu plan` import only the command they run, and no torch."""
+    check = ("import sys\nfrom missingu.cli import main\nsys.argv = ['missingu', *sys.argv[1:]]\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print('TORCH', sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:1])")
+    for argv in (["--help"], ["plan", "--config", str(ROOT / "config/smoke.yaml"), "--totals"]):
+        out = subprocess.run([sys.executable, "-c", check, *argv], capture_output=True, text=True, check=True).stdout
+        assert "TORCH []" in out, (argv, out[-300:])
+    assert "plan" in out and "total" in out  # the plan was printed, not an error
+    out = subprocess.run([sys.executable, "-c", check, "info", "--help"], capture_output=True, text=True).stdout
+    assert "TORCH ['torch']" in out  # negative control: a command that measures a model imports it
 
 
 def test_no_module_is_much_over_400_lines():

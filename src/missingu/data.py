@@ -39,15 +39,12 @@ from .specs.data import (  # noqa: F401  (re-exported: a config's dataset entry 
     PHOTOS_TRAIN_CROPS,
     SOURCES,
     DatasetSpec,
+    DatasetUnavailable,
     DataSource,
     Split,
 )
 
 T = TypeVar("T")
-
-
-class DatasetUnavailable(RuntimeError):
-    """A dataset's files are missing and could not be downloaded; the message says what to stage."""
 
 
 @dataclass

@@ -23,11 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
-
-
-class TrainingDiverged(FloatingPointError):
-    """A loss or the gradient became NaN or infinite; the message names the step, the width,
-    which of the two, and the last checkpoint."""
+from .specs.train import TrainingDiverged  # noqa: F401  (re-exported: the CLI reads it without torch)
 
 
 def _grad_norm(model: nn.Module) -> Tensor:

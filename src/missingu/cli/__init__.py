@@ -27,8 +27,8 @@ step only the config entries it depends on, so Snakemake reruns exactly what cha
 ``--set key.sub=value`` overrides any config key (list entries by name:
 ``--set models.unet.preset=tiny``). Errors in the config are reported before any work.
 
-Each command is a module of this package with ``HELP``, ``add_arguments(parser)`` and
-``run(args)``; :data:`COMMANDS` lists them. Options several commands share are defined once in
+Each command is a module of this package with ``add_arguments(parser)`` and ``run(args)``;
+:data:`COMMANDS` lists them with their help. Options several commands share are defined once in
 :mod:`.options`. Files a command writes beside its ``--out`` (its sidecars) default to the names
 its stage's ``SIDECARS`` state, and each can be given explicitly, as the pipeline does.
 """
@@ -36,53 +36,46 @@ its stage's ``SIDECARS`` state, and each can be given explicitly, as the pipelin
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-import torch
-
 from .. import __version__
 from ..config import ConfigError
-from ..data import DatasetUnavailable
-from ..divergence import TrainingDiverged
 from ..io import InputFileError
-from . import (
-    bench,
-    claims,
-    denoise,
-    evaluate,
-    fetch_weights,
-    info,
-    plan,
-    prepare_data,
-    profile,
-    sample,
-    stepaware,
-    train,
-    train_classifier,
-)
+from ..specs.data import DatasetUnavailable
+from ..specs.train import TrainingDiverged
 
-# Every command, by the name it is called with, in the order `missingu --help` lists them.
-COMMANDS: dict[str, ModuleType] = {
-    "prepare-data": prepare_data,
-    "train": train,
-    "sample": sample,
-    "profile": profile,
-    "bench": bench,
-    "stepaware": stepaware,
-    "denoise": denoise,
-    "train-classifier": train_classifier,
-    "evaluate": evaluate,
-    "fetch-weights": fetch_weights,
-    "info": info,
-    "claims": claims,
-    "plan": plan,
+# Every command by the name it is called with, with its one-line help, in the order `missingu
+# --help` lists them. Each is the module of this package of the same name (``-`` as ``_``),
+# imported only when its command runs (or its arguments are listed), so `missingu --help` and
+# `missingu plan` start without torch.
+COMMANDS: dict[str, str] = {
+    "prepare-data": "read (download) a dataset split into one file",
+    "train": "train one model on one dataset (resumes from OUT_DIR/resume.pt)",
+    "sample": "draw samples from a trained model",
+    "profile": "measure parameters, FLOPs, NFE, latency and memory (CSV)",
+    "bench": "training images/s, FLOPs utilisation, memory, sampling latency (CSV)",
+    "stepaware": "step-aware sampling: baselines, an evolutionary search and which steps matter (DDSM)",
+    "denoise": "a trained model as a Gaussian denoiser: PSNR, SSIM, LPIPS per noise level",
+    "train-classifier": "the small classifier of the classifier Frechet distance",
+    "evaluate": "sample quality: FID/KID and the classifier Frechet distance (JSON)",
+    "fetch-weights": "download the metric weights (LPIPS AlexNet, Inception) into TORCH_HOME",
+    "info": "parameters and FLOPs of the configured models",
+    "claims": "merge every stage's claim verdicts into one claims table (CSV and Markdown)",
+    "plan": "what a config will cost before it runs: every job's estimated device-hours, totals per stage",
 }
 # Errors a user can fix (a config, an input file, a dataset or weights to stage): one line, exit 1.
 USER_ERRORS = (ConfigError, DatasetUnavailable, FileNotFoundError, InputFileError, TrainingDiverged)
+
+
+def command(name: str) -> ModuleType:
+    """The module of command ``name``: ``HELP`` in :data:`COMMANDS`, ``add_arguments(parser)`` and
+    ``run(args)`` in the module."""
+    return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -93,24 +86,31 @@ def _setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
     if getattr(args, "threads", None):
+        import torch
+
         torch.set_num_threads(args.threads)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The ``missingu`` parser: one subcommand per entry of :data:`COMMANDS`."""
+def parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``missingu`` parser: one subcommand per entry of :data:`COMMANDS`, with the arguments of
+    ``commands`` (``None``: all; the others are listed with their help alone)."""
+    load = set(COMMANDS if commands is None else commands)
     ap = argparse.ArgumentParser(prog="missingu", description=__doc__.split("\n")[0])
     ap.add_argument("--version", action="version", version=f"missingu {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    for name, module in COMMANDS.items():
-        p = sub.add_parser(name, help=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(fn=module.run)
+    for name, help_ in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        if name in load:
+            module = command(name)
+            module.add_arguments(p)
+            p.set_defaults(fn=module.run)
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)  # the command, if any is named
+    args = parser([chosen] if chosen in COMMANDS else []).parse_args(argv)
     args.argv = argv
     for key in ("num_samples", "batch_size", "threads", "grid_size"):
         value = getattr(args, key, None)
@@ -129,4 +129,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code or 0
 
 
-__all__ = ["COMMANDS", "main", "parser"]
+__all__ = ["COMMANDS", "command", "main", "parser"]

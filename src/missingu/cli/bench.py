@@ -13,7 +13,6 @@ from ..io import write_rows
 from ..task import write_result
 from . import options
 
-HELP = "training images/s, FLOPs utilisation, memory, sampling latency (CSV)"
 log = logging.getLogger("missingu")
 
 

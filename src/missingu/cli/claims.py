@@ -11,7 +11,6 @@ import yaml
 from ..config import ConfigError
 from . import options
 
-HELP = "merge every stage's claim verdicts into one claims table (CSV and Markdown)"
 log = logging.getLogger("missingu")
 
 

@@ -19,7 +19,6 @@ from ..task import write_result
 from ..weights import WeightsUnavailable
 from . import options
 
-HELP = "a trained model as a Gaussian denoiser: PSNR, SSIM, LPIPS per noise level"
 log = logging.getLogger("missingu")
 
 

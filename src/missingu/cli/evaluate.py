@@ -19,7 +19,6 @@ from ..samplers import SIDECARS
 from ..task import write_result
 from . import options
 
-HELP = "sample quality: FID/KID and the classifier Frechet distance (JSON)"
 log = logging.getLogger("missingu")
 
 

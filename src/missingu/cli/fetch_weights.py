@@ -12,7 +12,6 @@ from ..io import save_json
 from ..weights import DEFAULT_TORCH_HOME, WEIGHTS, WeightsUnavailable, fetch_weights, missing_weights, stage_hint
 from . import options
 
-HELP = "download the metric weights (LPIPS AlexNet, Inception) into TORCH_HOME"
 log = logging.getLogger("missingu")
 
 

@@ -8,8 +8,6 @@ from ..measure import count_parameters, measure_call
 from ..models import model_from_spec
 from . import options
 
-HELP = "parameters and FLOPs of the configured models"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     options.config(p)

@@ -6,13 +6,15 @@ import argparse
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .. import io
 from ..config import ConfigError, apply_overrides
 from ..experiment import ExperimentConfig, load_experiment, parse_experiment, resolve_device
 from ..weights import DEFAULT_TORCH_HOME
+
+if TYPE_CHECKING:
+    import torch
 
 
 def config(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,6 @@ from .. import plan as plan_
 from ..config import ConfigError
 from . import options
 
-HELP = "what a config will cost before it runs: every job's estimated device-hours, totals per stage"
 log = logging.getLogger("missingu")
 
 

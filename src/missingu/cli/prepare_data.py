@@ -9,7 +9,6 @@ from pathlib import Path
 from ..data import save_imageset
 from . import options
 
-HELP = "read (download) a dataset split into one file"
 log = logging.getLogger("missingu")
 
 

@@ -14,7 +14,6 @@ from ..profile import Shape, check_checkpoints, journal_path, plan
 from ..task import write_result
 from . import options
 
-HELP = "measure parameters, FLOPs, NFE, latency and memory (CSV)"
 log = logging.getLogger("missingu")
 
 

@@ -22,7 +22,6 @@ from ..speed import FastDenoiser, SpeedConfig
 from ..strategies import StepAwareDenoiser, Strategy, output_shape, validate, visited_steps
 from . import options
 
-HELP = "draw samples from a trained model"
 log = logging.getLogger("missingu")
 
 

@@ -22,7 +22,6 @@ from ..strategies import PUBLISHED_DIR, published
 from ..task import write_result
 from . import options
 
-HELP = "step-aware sampling: baselines, an evolutionary search and which steps matter (DDSM)"
 log = logging.getLogger("missingu")
 
 

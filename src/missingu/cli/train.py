@@ -21,7 +21,6 @@ from ..models import model_from_spec
 from ..train import train
 from . import options
 
-HELP = "train one model on one dataset (resumes from OUT_DIR/resume.pt)"
 log = logging.getLogger("missingu")
 
 

@@ -11,7 +11,6 @@ from ..data import load_imageset
 from ..io import save_json
 from . import options
 
-HELP = "the small classifier of the classifier Frechet distance"
 log = logging.getLogger("missingu")
 
 

@@ -32,6 +32,10 @@ PHOTOS_TRAIN_CROPS = 5_004
 PHOTOS_TEST_CROPS = 500
 
 
+class DatasetUnavailable(RuntimeError):
+    """A dataset's files are missing and could not be downloaded; the message says what to stage."""
+
+
 @dataclass(frozen=True)
 class DataSource:
     """A dataset's image channels, native size and number of training images (what the pipeline

@@ -11,6 +11,11 @@ from ..task import Work, image_values
 SANDWICH_NOISE = ("shared", "per_width")
 
 
+class TrainingDiverged(FloatingPointError):
+    """A loss or the gradient became NaN or infinite; the message names the step, the width,
+    which of the two, and the last checkpoint (raised by :mod:`missingu.divergence`)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings. ``grad_clip: null`` disables clipping; ``amp`` applies on CUDA only.
