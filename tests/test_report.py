@@ -119,9 +119,11 @@ def test_speed_claims_pair_eager_and_each_models_fastest():
     assert fastest["device"] == "GPU X"
 
 
-def _study(searched_fd: float, random_fd: float, saving: float = 0.3, samples: int = 200, study: str = "main"):
+def _study(searched_fd: float, random_fd: float, saving: float = 0.3, samples: int = 200, study: str = "main",
+           smallest_fd: float | None = None):
     """A study's fresh-seed rows and features: the full width (true FD 10), the searched strategy and
-    one random strategy (true FDs given), Gaussian features of 16 dimensions."""
+    one random strategy (true FDs given), and (``smallest_fd``) the narrowest width alone; Gaussian
+    features of 16 dimensions."""
     import math
 
     g = torch.Generator().manual_seed(0)
@@ -131,9 +133,13 @@ def _study(searched_fd: float, random_fd: float, saving: float = 0.3, samples: i
 
     reference = feats(0)
     strategies = {"uniform w1": feats(10), "searched": feats(searched_fd), "random 0": feats(random_fd)}
+    arms = [("uniform w1", "baseline", 10, 0.0, 0.0), ("searched", "search", searched_fd, saving, 0.2),
+            ("random 0", "random", random_fd, saving, 0.2)]
+    if smallest_fd is not None:
+        strategies["uniform w0.25"] = feats(smallest_fd)
+        arms.append(("uniform w0.25", "baseline", smallest_fd, 0.9, 0.0))
     rows = []
-    for name, kind, fd, save, share in (("uniform w1", "baseline", 10, 0.0, 0.0), ("searched", "search", searched_fd,
-                                         saving, 0.2), ("random 0", "random", random_fd, saving, 0.2)):
+    for name, kind, fd, save, share in arms:
         for phase in ("search", "fresh"):
             rows.append({"dataset": "digits", "study": study, "strategy": name, "kind": kind, "phase": phase,
                          "samples": samples, "quality": fd, "saving": save, "share_cunet": share, "share_w1": 1 - share})
@@ -182,3 +188,26 @@ def test_stepaware_claims_follow_the_fresh_evaluations():
     assert two.loc[("saving", "mixed"), "setting"] == "stand-in: mixes in cunet (claim: the slimmable network alone)"
     assert two.loc[("mix", "mixed"), "setting"] == "own"  # the claim is about mixing
     assert two.loc[("saving", "mixed"), "verdict"] == good["saving"]
+
+
+def test_equal_quality_counts_only_where_the_narrowest_network_reads_worse():
+    """A positive control: where the narrowest width alone is not surely worse than the full width
+    (an untrained network, too few samples), "the searched strategy is as good" shows nothing."""
+    from missingu.report import stepaware_claims
+
+    claims = {"tolerance": 0.05, "resamples": 200, "claims": [
+        {"id": "saving", "source": "s", "claim": "c", "stepaware": "saving", "claimed_saving": 0.25}]}
+    record = {("digits", "main"): {"sampler": {"kind": "ddpm"}, "device": "cpu", "model": {"model_name": "slim"},
+                                   "quality": "classifier Frechet distance", "networks": {}}}
+
+    def judged(smallest_fd):
+        rows, features = _study(searched_fd=10, random_fd=30, samples=4000, smallest_fd=smallest_fd)
+        return stepaware_claims(rows, record, claims, features).set_index("claim_id").loc["saving"]
+
+    alone = judged(None)
+    assert alone["verdict"] == "reproduced"  # as good as the full width, 30% saved
+    sees = judged(40)  # the narrowest network reads far worse: the check can see a loss
+    assert sees["verdict"] == "reproduced" and "cannot see" not in sees["detail"]
+    blind = judged(10)  # the narrowest network reads like the full one: the check sees nothing
+    assert blind["verdict"] == "inconclusive"
+    assert "cannot see a loss of that size here: uniform w0.25 alone reads 10" in blind["detail"]

@@ -176,21 +176,38 @@ def beats_random_verdict(reference: Tensor, searched: Tensor, randoms: list[Tens
     return c_.decide(interval, 0.0, "above"), interval, point
 
 
+def _smallest_alone(finals: pd.DataFrame) -> pd.Series | None:
+    """The fresh evaluation of the narrowest width on every step (``uniform w<width>``, width < 1)."""
+    widths = finals["strategy"].str.extract(r"^uniform w([0-9.]+)$", expand=False).astype(float)
+    narrower = widths[widths < 1]
+    return None if narrower.empty else finals.loc[narrower.idxmin()]
+
+
 def _quality_check(claim: c_.Claim, claims: c_.ClaimsFile, feats: Mapping[str, Any], chosen: pd.Series,
-                   full: pd.Series, floor_saving: float) -> tuple[str, str, Interval]:
+                   full: pd.Series, floor_saving: float, control: pd.Series | None) -> tuple[str, str, Interval]:
     """A strategy against the full width on fresh seeds: its saving at least ``floor_saving`` (exact:
     FLOPs), and its quality not worse than the full width's beyond ``tolerance x`` the full width's
-    (the paired bootstrap interval of the difference)."""
+    (the paired bootstrap interval of the difference). A positive control guards "not worse": the
+    narrowest network alone (``control``) must read surely worse than that margin; where it does
+    not (an untrained network, too few samples), equal quality shows nothing and is inconclusive."""
     reference, strategies = feats["reference"], feats["strategies"]
     interval = fd_difference(reference, strategies[chosen["strategy"]], strategies[full["strategy"]], claims)
     margin = claims["tolerance"] * float(full["quality"])
     saving = float(chosen["saving"])
     quality = c_.decide(interval, margin, "below")
+    blind = ""
+    if quality == c_.REPRODUCED and control is not None:
+        seen = fd_difference(reference, strategies[control["strategy"]], strategies[full["strategy"]], claims)
+        if c_.decide(seen, margin, "below") != c_.NOT_REPRODUCED:
+            quality = c_.INCONCLUSIVE
+            blind = (f"; but this check cannot see a loss of that size here: {control['strategy']} alone reads "
+                     f"{float(control['quality']):.4g}, a difference of {seen.text()} from the full width, not "
+                     f"surely beyond the margin")
     words = saving_verdict(saving, floor_saving, quality)
     detail = (f"{chosen['strategy']}: {saving:.1%} of the FLOPs saved (needed: at least {floor_saving:.1%}); quality "
               f"{float(chosen['quality']):.4g} against the full width's {float(full['quality']):.4g} on "
               f"{int(chosen.get('samples', 0) or 0)} fresh samples, difference {interval.text()} (margin "
-              f"{margin:.3g})" + c_.resolve_note(interval, margin, quality))
+              f"{margin:.3g})" + (blind or c_.resolve_note(interval, margin, quality)))
     return words, detail, interval
 
 
@@ -209,11 +226,11 @@ def _stepaware_verdict(claim: c_.Claim, rows: pd.DataFrame, record: Mapping[str,
         if kind == "ddim" and record.get("sampler", {}).get("kind") != "ddim":
             return c_.not_measured("a DDIM sampler in stepaware.sampler"), "", None
         floor_saving = float(claim.get("claimed_saving", 0.0)) - claims["tolerance"]
-        return _quality_check(claim, claims, feats, searched, full, max(floor_saving, 1e-9))
+        return _quality_check(claim, claims, feats, searched, full, max(floor_saving, 1e-9), _smallest_alone(finals))
     if kind == "mix":
         if not _uses_mix(searched):
             return c_.not_measured("a searched strategy that gives a stepaware.mix model some steps"), "", None
-        return _quality_check(claim, claims, feats, searched, full, 1e-9)
+        return _quality_check(claim, claims, feats, searched, full, 1e-9, _smallest_alone(finals))
     if kind == "random":
         randoms = finals[finals["kind"] == "random"]
         if randoms.empty:
