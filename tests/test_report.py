@@ -211,3 +211,30 @@ def test_equal_quality_counts_only_where_the_narrowest_network_reads_worse():
     blind = judged(10)  # the narrowest network reads like the full one: the check sees nothing
     assert blind["verdict"] == "inconclusive"
     assert "cannot see a loss of that size here: uniform w0.25 alone reads 10" in blind["detail"]
+
+
+def test_bench_curves_compare_each_network_with_the_unet_step_by_step(tmp_path):
+    """The curves' paired comparison: the same batch at every step, so a shared noise cancels; a
+    shifted curve is seen, an equal one is not."""
+    from missingu.report import bench_curve_table, plot_bench_curves
+
+    g = torch.Generator().manual_seed(0)
+    steps = torch.arange(1, 201)
+    batch_noise = 0.2 * torch.randn(200, generator=g)  # what each step's batch does to every network
+    base = 1.0 / steps.sqrt() + batch_noise
+    rows = []
+    for model, shift in (("unet", 0.0), ("reference_unet", 0.0), ("slower", 0.05)):
+        own = 0.005 * torch.randn(200, generator=g)
+        rows += [{"variant": "eager", "model": model, "step": int(s), "loss": float(v)}
+                 for s, v in zip(steps, base + shift + own)]
+    table = bench_curve_table(pd.DataFrame(rows)).set_index("model")
+    assert table.loc["unet", "steps"] == 200 and pd.isna(table.loc["unet"].get("vs_unet"))
+    ref, slower = table.loc["reference_unet"], table.loc["slower"]
+    assert ref["low"] <= 0 <= ref["high"] and ref["reading"] == "no difference seen"
+    assert slower["reading"] == "higher than the U-Net's" and slower["low"] > 0.04
+    # unpaired, the batch noise (0.2 per step over 20 steps) would hide the 0.05 shift
+    assert 1.96 * 0.2 * (2 / 20) ** 0.5 > 0.05
+    short = bench_curve_table(pd.DataFrame([r for r in rows if r["step"] <= 3])).set_index("model")
+    assert short.loc["slower", "reading"] == "too few steps for an interval"  # a tenth of 3 steps: one
+    plot_bench_curves(pd.DataFrame(rows), tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0

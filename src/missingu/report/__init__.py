@@ -38,9 +38,11 @@ from .denoise import (
 )
 from .efficiency import (
     MEASURES,
+    bench_curve_table,
     bench_table,
     claims_table,
     efficiency_table,
+    plot_bench_curves,
     plot_claims,
     speed_claims,
 )
@@ -59,9 +61,10 @@ from .train import plot_loss_curves, read_loss_curves, training_table
 
 __all__ = [
     "BETTER", "CLAIM_CHECKS", "CLAIM_COLUMNS", "CLAIM_KINDS", "DENOISE_METRICS", "MEASURES", "QUALITY_METRICS",
-    "bench_table", "claim_frame", "claim_kind", "claims_table", "cost_verdict", "decide", "denoising_claims",
+    "bench_curve_table", "bench_table", "claim_frame", "claim_kind", "claims_table", "cost_verdict", "decide",
+    "denoising_claims",
     "denoising_table", "efficiency_table", "importance_grid", "markdown", "merge_claims", "message_figure",
-    "metric_note", "numeric", "own_setting_counts", "plot_claims", "plot_denoising_curves",
+    "metric_note", "numeric", "own_setting_counts", "plot_bench_curves", "plot_claims", "plot_denoising_curves",
     "plot_denoising_examples", "plot_importance_heatmap", "plot_loss_curves", "plot_quality", "plot_sample_grids",
     "plot_stepaware_pareto", "plot_strategy_heatmap", "quality_claims", "quality_table", "read_denoising",
     "read_importance", "read_loss_curves", "sampling_table", "save_figure", "setting_of", "speed_claims",

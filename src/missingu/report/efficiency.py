@@ -225,6 +225,54 @@ def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bench_curve_table(curves: pd.DataFrame, z: float = 1.96) -> pd.DataFrame:
+    """Loss curves (``missingu bench --parts curve``, the per-step CSV), one row per run (``source``,
+    variant) and network: the last tenth's mean loss and, against the U-Net's curve of the same run,
+    the mean step-by-step difference over that tenth with its interval ``mean +- z sd / sqrt(n)``.
+    Every network saw the same batch at each step, so the differences are paired: the batch's own
+    noise cancels, and an interval holding 0 means no difference is seen at this length."""
+    if "source" not in curves:
+        curves = curves.assign(source="")
+    rows = []
+    for (source, variant), run in curves.groupby(["source", "variant"], sort=False):
+        loss = run.pivot_table(index="step", columns="model", values="loss").sort_index()
+        window = loss.iloc[-max(1, len(loss) // 10):]
+        unet = next((m for m in loss.columns if m == "unet"), None)
+        for model in loss.columns:
+            row = {"source": source, "variant": variant, "model": model, "steps": len(loss),
+                   "loss_last": float(window[model].mean())}
+            if unet is not None and model != unet:
+                d = (window[model] - window[unet]).dropna()
+                half = z * float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+                mean = float(d.mean())
+                if math.isnan(half):
+                    reading = "too few steps for an interval"
+                elif mean - half > 0:
+                    reading = "higher than the U-Net's"
+                else:
+                    reading = "lower than the U-Net's" if mean + half < 0 else "no difference seen"
+                row.update(vs_unet=mean, low=mean - half, high=mean + half, reading=reading)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_bench_curves(curves: pd.DataFrame, path: str | Path, smooth: int = 25) -> None:
+    """Each network's loss per step (a running mean over ``smooth`` steps), one panel per run."""
+    import matplotlib.pyplot as plt
+
+    if "source" not in curves:
+        curves = curves.assign(source="")
+    runs = list(curves.groupby(["source", "variant"], sort=False))
+    fig, axes = plt.subplots(1, len(runs), squeeze=False, figsize=(6 * len(runs), 4))
+    for ax, ((source, variant), run) in zip(axes[0], runs):
+        for model, part in run.groupby("model", sort=False):
+            part = part.sort_values("step")
+            ax.plot(part["step"], part["loss"].rolling(smooth, min_periods=1).mean(), label=model)
+        ax.set(xlabel="step", ylabel=f"loss (running mean of {smooth})", title=f"{source} {variant}".strip())
+        ax.legend()
+    save_figure(fig, path)
+
+
 def speed_claims(bench: pd.DataFrame, claims: c_.ClaimsFile) -> pd.DataFrame:
     """The inference-time claims (``measure: time``) against ``missingu bench``'s whole-sampler time
     per image, cU-Net over U-Net, at each sampling batch size: once with both models eager
