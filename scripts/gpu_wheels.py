@@ -1,6 +1,6 @@
 """The wheels the GPU machine lacks for the whole pipeline, downloaded into ``.whl/`` for ``carry``.
 
-    python scripts/gpu_wheels.py [--dest .whl] [--list]
+    .venv/bin/python scripts/gpu_wheels.py [--dest .whl] [--list]     (after pip install -e ".[test]")
 
 The GPU machine (an offline CUDA image, Python 3.12) holds torch and most of the scientific stack
 (``scripts/gpu_image_packages.txt``), not Snakemake, papermill, pymoo, lpips, torch-fidelity,
