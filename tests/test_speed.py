@@ -113,6 +113,24 @@ def test_training_with_fast_paths_matches_plain_training(tmp_path):
     assert 0 <= worst < 1e-4
 
 
+def _step_and_call(model, net, d: Diffusion, x0, t, noise):
+    """One loss and backward through ``net`` (``model`` or a compiled form of it): the loss,
+    ``model``'s gradients, and ``net``'s output."""
+    model.zero_grad(set_to_none=True)
+    loss = d.loss(net, x0, t, noise)
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return loss.detach(), grads, net(x0, t).detach()
+
+
+def _assert_like_eager(eager, compiled, what: str = "") -> None:
+    """A compiled step and call (:func:`_step_and_call`) give the eager loss, gradients and output."""
+    (loss_e, grad_e, out_e), (loss_c, grad_c, out_c) = eager, compiled
+    assert torch.allclose(loss_c, loss_e, rtol=1e-5, atol=1e-7), what
+    assert ((grad_c - grad_e).norm() / grad_e.norm()).item() < 1e-4, what
+    assert (out_c - out_e).abs().max().item() < 1e-5, what
+
+
 def test_compiled_models_train_and_predict_like_eager():
     """torch.compile of both models (TorchDynamo's graph capture and AOTAutograd's compiled
     backward, the parts our model code decides; backend ``aot_eager``): one training step gives the
@@ -126,17 +144,9 @@ def test_compiled_models_train_and_predict_like_eager():
         model = _tiny(arch, **options).train()
         x0, noise = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
         t = torch.tensor([3, 40])
-        results = []
-        for net in (model, torch.compile(model, backend="aot_eager", fullgraph=arch == "unet")):
-            model.zero_grad(set_to_none=True)
-            loss = d.loss(net, x0, t, noise)
-            loss.backward()
-            grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-            results.append((loss.detach(), grads, net(x0, t).detach()))
-        (loss_e, grad_e, out_e), (loss_c, grad_c, out_c) = results
-        assert torch.allclose(loss_c, loss_e, rtol=1e-5, atol=1e-7), arch
-        assert ((grad_c - grad_e).norm() / grad_e.norm()).item() < 1e-4, arch
-        assert (out_c - out_e).abs().max().item() < 1e-5, arch
+        eager = _step_and_call(model, model, d, x0, t, noise)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=arch == "unet")
+        _assert_like_eager(eager, _step_and_call(model, compiled, d, x0, t, noise), arch)
 
 
 def test_compiling_the_ode_functions_alone_keeps_the_cunet_and_its_state_dict():
@@ -149,20 +159,10 @@ def test_compiling_the_ode_functions_alone_keeps_the_cunet_and_its_state_dict():
     x0, noise, t = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), torch.tensor([3, 40])
     model = _tiny("cunet", solver="euler", solver_steps=2).train()
     names = list(model.state_dict())
-    results = []
-    for compiled in (False, True):
-        if compiled:
-            blocks = sum(type(m).__name__ == "ODEBlock" for m in model.modules())
-            assert compile_ode_functions(model, backend="aot_eager") == blocks >= 2  # one per block
-        model.zero_grad(set_to_none=True)
-        loss = d.loss(model, x0, t, noise)
-        loss.backward()
-        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        results.append((loss.detach(), grads, model(x0, t).detach()))
-    (loss_e, grad_e, out_e), (loss_c, grad_c, out_c) = results
-    assert torch.allclose(loss_c, loss_e, rtol=1e-5, atol=1e-7)
-    assert ((grad_c - grad_e).norm() / grad_e.norm()).item() < 1e-4
-    assert (out_c - out_e).abs().max().item() < 1e-5
+    eager = _step_and_call(model, model, d, x0, t, noise)
+    blocks = sum(type(m).__name__ == "ODEBlock" for m in model.modules())
+    assert compile_ode_functions(model, backend="aot_eager") == blocks >= 2  # one per block
+    _assert_like_eager(eager, _step_and_call(model, model, d, x0, t, noise))
     assert list(model.state_dict()) == names
     assert all(m._compiled_call_impl is not None for m in model.modules() if type(m).__name__ == "ODEFunc")
     assert compile_ode_functions(_tiny("unet"), backend="aot_eager") == 0
