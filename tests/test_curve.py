@@ -43,6 +43,7 @@ def test_curves_of_our_unet_and_the_reference_with_a_summary_of_their_own_number
         curve = [r for r in steps if r["model"] == model]
         assert [int(r["step"]) for r in curve] == list(range(1, 7))
         assert all(r["device_name"] and r["variant"] == "eager" for r in curve)
+        assert {r["arch"] for r in curve} == {"unet" if model == "unet" else "reference"}  # the report's U-Net
         losses = [float(r["loss"]) for r in curve]
         assert all(math.isfinite(v) and v > 0 for v in losses)
         assert float(row["loss_first"]) == pytest.approx(losses[0])  # a tenth of 6 steps: one

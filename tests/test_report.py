@@ -223,9 +223,10 @@ def test_bench_curves_compare_each_network_with_the_unet_step_by_step(tmp_path):
     batch_noise = 0.2 * torch.randn(200, generator=g)  # what each step's batch does to every network
     base = 1.0 / steps.sqrt() + batch_noise
     rows = []
-    for model, shift in (("unet", 0.0), ("reference_unet", 0.0), ("slower", 0.05)):
+    for model, arch, shift in (("unet", "unet", 0.0), ("reference_unet", "reference", 0.0),
+                               ("slower", "cunet", 0.05)):
         own = 0.005 * torch.randn(200, generator=g)
-        rows += [{"variant": "eager", "model": model, "step": int(s), "loss": float(v)}
+        rows += [{"variant": "eager", "model": model, "arch": arch, "step": int(s), "loss": float(v)}
                  for s, v in zip(steps, base + shift + own)]
     table = bench_curve_table(pd.DataFrame(rows)).set_index("model")
     assert table.loc["unet", "steps"] == 200 and pd.isna(table.loc["unet"].get("vs_unet"))

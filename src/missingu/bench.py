@@ -47,7 +47,7 @@ from .ops import class_totals, op_breakdown
 from .samplers import SamplerSpec, sample
 from .specs.bench import PARTS, BenchConfig, work  # noqa: F401  (re-exported)
 from .speed import FastDenoiser, SpeedConfig, compile_module, optimizer, prepare_model, to_layout
-from .task import Result, format_shape
+from .task import Result, failure_status, format_shape
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +164,6 @@ class _Trainer:
         return time.perf_counter() - t0
 
 
-def _error(err: BaseException) -> str:
-    return f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
-
-
 def run_bench(
     cfg: Any,
     bench: BenchConfig,
@@ -235,7 +231,8 @@ def run_bench(
                 emit(e, variant, "curve", batch=bench.train_batch, data=data.name,
                      **({"status": r} if isinstance(r, str) else summary(r)))
                 if not isinstance(r, str):
-                    tables.setdefault("curve", []).extend({**env, "model": e.name, "variant": variant, **x} for x in r)
+                    tables.setdefault("curve", []).extend(
+                        {**env, "model": e.name, "arch": e.arch, "variant": variant, **x} for x in r)
             _cleanup(device)
     return rows
 
@@ -257,7 +254,7 @@ def _bench_ops(e: Entry, speed: SpeedConfig, shape: Sequence[int], bench: BenchC
         try:
             out.append((mode, batch, op_breakdown(make(batch), device, repeats, max(bench.warmup, 1))))
         except RuntimeError as err:  # compile failures and out-of-memory: reported as the row's status
-            out.append((mode, batch, _error(err)))
+            out.append((mode, batch, failure_status(err)))
         finally:
             _cleanup(device)
     return out
@@ -293,7 +290,7 @@ def _bench_train(models_, speed, variant, shape, bench, diffusion, device, flops
                 memory[e.name] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
             log.info("bench %s %s: warm-up %.1f s", e.name, variant, warm_s)
         except RuntimeError as err:  # compile failures and out-of-memory are RuntimeErrors: reported
-            failed[e.name] = _error(err)
+            failed[e.name] = failure_status(err)
             trainers.pop(e.name, None)
             _cleanup(device)
     times: dict[str, list[float]] = {n: [] for n in trainers}
@@ -332,7 +329,7 @@ def _bench_inference(models_, speed, variant, shape, bench, diffusion, device, k
                         results[name].append(time_fn(lambda d=den, x=x, t=t: d(x, t), device, bench.warmup,
                                                      bench.call_repeats))
                     except RuntimeError as err:
-                        results[name] = _error(err)
+                        results[name] = failure_status(err)
             for e in models_:
                 r = results[e.name]
                 if isinstance(r, str):
@@ -349,7 +346,7 @@ def _bench_inference(models_, speed, variant, shape, bench, diffusion, device, k
                 try:
                     sample(den, diffusion, spec, shape, seeds, device=device)
                 except RuntimeError as err:
-                    results[name] = _error(err)
+                    results[name] = failure_status(err)
             calls: dict[str, int] = {}
             for _ in range(bench.rounds):
                 for name, den in denoisers.items():

@@ -35,6 +35,7 @@ from .diffusion import Diffusion
 from .specs.bench import BenchConfig
 from .specs.data import DatasetSpec
 from .speed import SpeedConfig
+from .task import failure_status
 from .train import LOSS_FILE, train
 
 
@@ -98,7 +99,7 @@ def curves(entries: Sequence[Any], cfg: Any, bench: BenchConfig, speed: SpeedCon
         try:
             out[e.name] = train_curve(e.build, cfg, unet, bench, speed, data, images, diffusion, device)
         except RuntimeError as err:  # out of memory, a compile failure: that network's row says so
-            out[e.name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+            out[e.name] = failure_status(err)
     return data, out
 
 

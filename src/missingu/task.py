@@ -59,6 +59,11 @@ class Work:
                     self.measurements + other.measurements)
 
 
+def failure_status(err: BaseException) -> str:
+    """A row's ``status`` for a measurement ``err`` stopped: ``failed: <type>: <first line>``."""
+    return f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+
+
 def image_values(shape: tuple[int, ...] | list[int]) -> int:
     """C x H x W of one image."""
     c, h, w = shape

@@ -73,8 +73,8 @@ USER_ERRORS = (ConfigError, DatasetUnavailable, FileNotFoundError, InputFileErro
 
 
 def command(name: str) -> ModuleType:
-    """The module of command ``name``: ``HELP`` in :data:`COMMANDS`, ``add_arguments(parser)`` and
-    ``run(args)`` in the module."""
+    """The module of command ``name`` (its help is in :data:`COMMANDS`): ``add_arguments(parser)``
+    and ``run(args)``."""
     return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
 
 

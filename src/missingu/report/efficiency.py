@@ -237,7 +237,8 @@ def bench_curve_table(curves: pd.DataFrame, z: float = 1.96) -> pd.DataFrame:
     for (source, variant), run in curves.groupby(["source", "variant"], sort=False):
         loss = run.pivot_table(index="step", columns="model", values="loss").sort_index()
         window = loss.iloc[-max(1, len(loss) // 10):]
-        unet = next((m for m in loss.columns if m == "unet"), None)
+        unets = run.loc[run["arch"] == "unet", "model"]  # the curves' own U-Net, whatever its name
+        unet = unets.iloc[0] if len(unets) else None
         for model in loss.columns:
             row = {"source": source, "variant": variant, "model": model, "steps": len(loss),
                    "loss_last": float(window[model].mean())}
