@@ -180,7 +180,7 @@ def run_bench(
     ``ops_train``) and each operator's row to ``tables["ops"]``; part ``curve`` a summary row per
     network and each step's row to ``tables["curve"]``."""
     tables = {} if tables is None else tables
-    shape = tuple(bench.shape) or (cfg.datasets[0].channels, cfg.datasets[0].size, cfg.datasets[0].size)
+    shape = bench.input_shape(cfg.datasets)
     models_, ref_note = entries(cfg, shape, models, bench)
     if not models_:
         raise ConfigError(f"bench: no model of the config can take {format_shape(shape)}")

@@ -117,8 +117,7 @@ def work_of(cfg: Any, rule: str, wildcards: dict[str, str]) -> Work:
     if rule == "profile":
         return profile.work(cfg)
     if rule == "bench":
-        shape = tuple(cfg.bench.shape) or _shape(cfg, cfg.datasets[0].name)
-        return bench.work(cfg.bench, shape, len(cfg.models) + cfg.bench.reference)
+        return bench.work(cfg.bench, cfg.bench.input_shape(cfg.datasets), len(cfg.models) + cfg.bench.reference)
     return Work()
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, choose, positive
 from ..task import Work, image_values
-from .data import SOURCES
+from .data import SOURCES, DatasetSpec
 from .samplers import SamplerSpec
 from .speed import SpeedConfig
 
@@ -63,6 +64,11 @@ class BenchConfig:
             choose(SOURCES, self.curve_data, "data source", "curve_data")
         if self.peak_tflops is not None:
             positive(self.peak_tflops, "peak_tflops")
+
+    def input_shape(self, datasets: Sequence[DatasetSpec]) -> tuple[int, int, int]:
+        """``shape``, or (empty) the first dataset's ``[C, H, W]``."""
+        first = datasets[0]
+        return tuple(self.shape) or (first.channels, first.size, first.size)
 
 
 def work(bench: BenchConfig, shape: tuple[int, int, int], networks: int) -> Work:
