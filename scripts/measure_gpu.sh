@@ -13,7 +13,7 @@
 #   curve    the 1,000-step loss curves of our U-Net and the reference Unet (same data, seed, recipe)
 #   pipeline the whole DAG on CUDA (scripts/gpu_pipeline.sh, config/gpu_smoke.yaml) in OUT_DIR/pipeline
 # WHEELS=DIR (default .whl, if it exists; WHEELS= skips) holds wheels the machine lacks
-# (scripts/gpu_wheels.py): installed first into /tmp/site, which goes on PYTHONPATH.
+# (scripts/gpu_wheels.py): installed first by scripts/gpu_site.sh into /tmp/site, on PYTHONPATH.
 # TAR=FILE packs OUT_DIR into one FILE (.tar.gz; checkpoints and prepared data left out) after every
 # part, for a machine that returns only a few files: TAR=$OUT/measured.tar.gz scripts/measure_gpu.sh /tmp/m
 set -u
@@ -43,13 +43,9 @@ pack() {
   [[ -n "${TAR:-}" ]] || return 0
   tar -czf "$TAR.part" --exclude='*.pt' --exclude='*/results/data' --exclude='.snakemake' -C "$OUT" . && mv "$TAR.part" "$TAR"
 }
-WHEELS=${WHEELS-.whl}
-if [[ -n "$WHEELS" && -d "$WHEELS" ]]; then
-  log "installing the wheels of $WHEELS into /tmp/site"
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    "$WHEELS"/*.whl >> "$OUT/log.txt" 2>&1 || log "installing the wheels failed"
-  export PYTHONPATH="$PYTHONPATH:/tmp/site" JUPYTER_PATH=/tmp/site/share/jupyter PATH="$PATH:/tmp/site/bin"
-fi
+log "wheels: ${WHEELS-.whl}"
+# shellcheck source=scripts/gpu_site.sh
+source scripts/gpu_site.sh >> "$OUT/log.txt" 2>&1 || log "installing the wheels failed"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >> "$OUT/log.txt" 2>&1
 "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" >> "$OUT/log.txt" 2>&1
 
@@ -73,6 +69,6 @@ part compile_ode 240 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" 
   --variants autocast+channels_last+fused_adamw+data_on_device+sdpa+compile_ode --out "$OUT/bench_compile_ode.csv"
 part curve 300 "$OUT/log.txt" "$PY" -m missingu.cli bench --config "$CFG" --models unet --parts curve \
   --variants autocast+fused_adamw+data_on_device --set bench.curve_data=${CURVE_DATA:-photos} --out "$OUT/bench_curve.csv"
-part pipeline 560 "$OUT/pipeline.log" env WHEELS= scripts/gpu_pipeline.sh "$OUT/pipeline" "${PIPELINE_CFG:-config/gpu_smoke.yaml}"
+part pipeline 560 "$OUT/pipeline.log" scripts/gpu_pipeline.sh "$OUT/pipeline" "${PIPELINE_CFG:-config/gpu_smoke.yaml}"
 log "done"
 pack
